@@ -1,0 +1,78 @@
+"""One CLI for every stage: python -m pipeline STAGE [ARGS]. Run with --help for the list."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from pipeline.config import PARAMS_FILE, load_config
+from pipeline.errors import PipelineError
+
+SOURCES = ("cats_dogs", "cifar10", "vgg16")
+TASKS = ("cats_dogs", "cifar10")
+MODELS = (
+    "cats_dogs_naive",
+    "cats_dogs_vgg16_frozen",
+    "cats_dogs_vgg16_finetune",
+    "cats_dogs_vgg16_finetune_aug",
+    "cifar10_naive",
+    "cifar10_inception",
+    "cifar10_residual",
+)
+
+# stage name -> (module holding run(config, ...), help, positional argument and its choices)
+STAGES = {
+    "download": ("pipeline.data.download", "fetch, verify and unpack one upstream source", "source", SOURCES),
+    "split": ("pipeline.data.split", "sample and split one task's images into train/val/test", "task", TASKS),
+    "train": ("pipeline.train", "train one model and log it to MLflow", "model", MODELS),
+    "evaluate": ("pipeline.evaluate", "test-set metrics and confusion matrix of one model", "model", MODELS),
+    "visualize": ("pipeline.visualize", "activations, filter patterns, Grad-CAM and curves", "model", MODELS),
+    "tune": ("pipeline.tune", "Optuna search of epochs, learning rate and batch size", "model", MODELS),
+    "report": ("pipeline.report", "the study's results table, rebuilt from the metrics files", None, None),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE, help="params file (default: %(default)s)")
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, (_, help_text, argument, choices) in STAGES.items():
+        stage = stages.add_parser(name, help=help_text, description=help_text)
+        if argument:
+            stage.add_argument(argument, choices=choices)
+    predict = stages.add_parser("predict", help="classify image files with a trained model",
+                                description="classify image files with a trained model")
+    predict.add_argument("--model", required=True, help="a model name or an MLflow model URI (runs:/..., models:/...)")
+    predict.add_argument("images", nargs="+", type=Path)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.params)
+    if args.stage == "predict":
+        from pipeline.predict import run as predict
+
+        return predict(config, args.model, args.images)
+    module_name, _, argument, _ = STAGES[args.stage]
+    stage = importlib.import_module(module_name)
+    stage.run(config, *([getattr(args, argument)] if argument else []))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""params.yaml -> one typed, validated config that every stage reads.
+
+Any problem (unknown key, wrong type, out-of-range value) becomes a ConfigError whose
+one-line message names the dotted key, so the CLI can print it and exit with code 2.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+PARAMS_FILE = Path("params.yaml")
+MIRROR_ENV = "PIPELINE_DATA_MIRROR"
+TASKS = ("cats_dogs", "cifar10")
+SPLITS = ("train", "val", "test")
+
+
+class Section(BaseModel):
+    # extra="forbid" turns a misspelt key into an error instead of a silently ignored value.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Section):
+    url: str
+    filename: str
+    checksum: str = Field(description="'md5:<hex>' or 'sha256:<hex>' of the upstream file")
+    size: int | None = Field(default=None, gt=0)
+
+    @field_validator("checksum")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        algorithm, _, digest = value.partition(":")
+        lengths = {"md5": 32, "sha256": 64}
+        if algorithm not in lengths or len(digest) != lengths[algorithm] or not _is_hex(digest):
+            raise ValueError("must be 'md5:<32 hex digits>' or 'sha256:<64 hex digits>'")
+        return value.lower()
+
+
+class Sources(Section):
+    cats_dogs: Source
+    cifar10: Source
+    vgg16: Source
+
+
+class Data(Section):
+    root: Path = Path("data")
+    mirror: Path | None = None
+    subset_per_class: int | None = Field(default=None, gt=0)
+
+
+class Fractions(Section):
+    train: float = Field(gt=0, lt=1)
+    val: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Fractions:
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + val + test must sum to 1, not {total:g}")
+        return self
+
+
+class TaskSplit(Section):
+    per_class: int = Field(gt=0)
+    fractions: Fractions
+
+
+class Split(Section):
+    cats_dogs: TaskSplit
+    cifar10: TaskSplit
+
+
+class Augment(Section):
+    flip: bool = True
+    rotation: float = Field(default=0.1, ge=0, le=1)
+    zoom: float = Field(default=0.2, ge=0, lt=1)
+    translation: float = Field(default=0.1, ge=0, lt=1)
+    contrast: float = Field(default=0.0, ge=0, lt=1)
+
+
+class FineTune(Section):
+    epochs: int = Field(gt=0)
+    learning_rate: float = Field(gt=0, le=1)
+    unfreeze_from: str = "block5_conv1"
+
+
+class Model(Section):
+    epochs: int = Field(gt=0)
+    learning_rate: float = Field(gt=0, le=1)
+    batch_size: int = Field(gt=0)
+    image_size: int = Field(gt=0)
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+    augment: Augment | None = None
+    fine_tune: FineTune | None = None
+
+
+class Train(Section):
+    use_tuned: bool = False
+    cats_dogs_naive: Model
+    cats_dogs_vgg16_frozen: Model
+    cats_dogs_vgg16_finetune: Model
+    cats_dogs_vgg16_finetune_aug: Model
+    cifar10_naive: Model
+    cifar10_inception: Model
+    cifar10_residual: Model
+
+
+class Range(Section):
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) must not exceed high ({self.high:g})")
+        return self
+
+
+class Tune(Section):
+    storage: str = "sqlite:///optuna.db"
+    n_trials: int = Field(default=20, gt=0)
+    timeout_s: int | None = Field(default=None, gt=0)
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    epochs: Range
+    learning_rate: Range
+    batch_size: list[int] = Field(min_length=1)
+
+    @field_validator("epochs")
+    @classmethod
+    def _positive_epochs(cls, value: Range) -> Range:
+        if value.low < 1 or value.low != int(value.low) or value.high != int(value.high):
+            raise ValueError("epochs must be whole numbers of at least 1")
+        return value
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_learning_rate(cls, value: Range) -> Range:
+        if value.low <= 0:
+            raise ValueError("learning rate must be positive (searched on a log scale)")
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batches(cls, value: list[int]) -> list[int]:
+        if any(size <= 0 for size in value):
+            raise ValueError("batch sizes must be positive")
+        return value
+
+
+class Visualize(Section):
+    activation_layers: int = Field(default=8, gt=0)
+    filter_layers: dict[str, list[str]] = Field(default_factory=dict)
+    filters_per_layer: int = Field(default=16, gt=0)
+    ascent_steps: int = Field(default=60, gt=0)
+    ascent_step_size: float = Field(default=10.0, gt=0)
+    gradcam_images_per_class: int = Field(default=2, gt=0)
+
+
+class Config(Section):
+    seed: int = Field(default=42, ge=0)
+    data: Data = Data()
+    sources: Sources
+    split: Split
+    train: Train
+    tune: Tune
+    visualize: Visualize = Visualize()
+
+    @model_validator(mode="after")
+    def _subset_fits(self) -> Config:
+        subset = self.data.subset_per_class
+        for task in TASKS:
+            per_class = getattr(self.split, task).per_class
+            if subset is not None and subset > per_class:
+                raise ValueError(
+                    f"data.subset_per_class ({subset}) is larger than split.{task}.per_class ({per_class})"
+                )
+        return self
+
+    def model(self, name: str) -> Model:
+        """The training hyperparameters of one model of the registry."""
+        return getattr(self.train, name)
+
+    def mirror(self) -> Path | None:
+        """The mirror folder: the environment variable wins over params, so CI needs no edit."""
+        value = os.environ.get(MIRROR_ENV)
+        return Path(value) if value else self.data.mirror
+
+    def per_class(self, task: str) -> int:
+        """Images per class that the split of `task` keeps, after the subset profile."""
+        per_class = getattr(self.split, task).per_class
+        subset = self.data.subset_per_class
+        return per_class if subset is None else min(subset, per_class)
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789abcdefABCDEF" for char in text)
+
+
+def _first_error(error: ValidationError) -> str:
+    """One line: 'train.cifar10_naive.learning_rate: Input should be greater than 0'."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "missing key"
+    if not key:  # a whole-config check: its message names the keys itself
+        return message
+    return f"{key}: {message}"
+
+
+def load_config(path: Path | str = PARAMS_FILE) -> Config:
+    """Read and validate params.yaml; raise ConfigError with one line on any problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (run from the project root or pass --params)") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys to values")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_first_error(error)}") from None

@@ -1,0 +1,93 @@
+"""Reading the splits back: the one place that turns split files into arrays and tf.data pipelines.
+
+Images come out as float32 in 0..255; each model carries its own preprocessing, so a saved
+model works on raw pixels. Labels come out in the form the task's loss wants: a (1,) float
+for binary cross-entropy, a one-hot vector for categorical cross-entropy.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline import layout
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+
+CATS_DOGS_CLASSES = ["cats", "dogs"]
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def class_names(config: Config, task: str) -> list[str]:
+    if task == "cats_dogs":
+        return list(CATS_DOGS_CLASSES)
+    return json.loads((layout.split_dir(config, task) / "classes.json").read_text())
+
+
+def image_files(config: Config, task: str, split: str) -> tuple[list[Path], np.ndarray]:
+    """The JPEG paths of a cats_dogs split, sorted, with their class indices."""
+    root = layout.split_dir(config, task) / split
+    paths, labels = [], []
+    for index, name in enumerate(CATS_DOGS_CLASSES):
+        files = sorted((root / name).glob("*.jpg"))
+        paths += files
+        labels += [index] * len(files)
+    if not paths:
+        raise PipelineError(f"{root}: no images; run `dvc repro split@{task}` first")
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_jpeg(raw, channels=3)
+    return tf.image.resize(image, (image_size, image_size))
+
+
+def load_arrays(config: Config, task: str, split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split in memory: images (N, size, size, 3) float32 0..255 and integer labels (N,)."""
+    if task == "cifar10":
+        path = layout.split_dir(config, task) / f"{split}.npz"
+        if not path.exists():
+            raise PipelineError(f"{path}: not found; run `dvc repro split@{task}` first")
+        with np.load(path) as arrays:
+            images, labels = arrays["images"], arrays["labels"]
+        if image_size != images.shape[1]:
+            images = tf.image.resize(images, (image_size, image_size)).numpy()
+        return images.astype(np.float32), labels.astype(np.int64)
+    paths, labels = image_files(config, task, split)
+    dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+    dataset = dataset.map(lambda p: decode_image(p, image_size), num_parallel_calls=AUTOTUNE)
+    images = np.concatenate([batch.numpy() for batch in dataset.batch(256)])
+    return images, labels
+
+
+def encode_labels(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Integer classes -> the targets of the loss: (N, 1) floats if binary, else one-hot."""
+    if n_classes == 2:
+        return labels.astype(np.float32).reshape(-1, 1)
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
+
+def make_dataset(
+    config: Config,
+    task: str,
+    split: str,
+    image_size: int,
+    batch_size: int,
+    shuffle: bool = False,
+) -> tf.data.Dataset:
+    """Batches of (images, targets): decoded and resized once, cached, shuffled per epoch, prefetched."""
+    n_classes = len(class_names(config, task))
+    if task == "cifar10":
+        images, labels = load_arrays(config, task, split, image_size)
+        dataset = tf.data.Dataset.from_tensor_slices((images, encode_labels(labels, n_classes)))
+    else:
+        paths, labels = image_files(config, task, split)
+        dataset = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], encode_labels(labels, n_classes)))
+        dataset = dataset.map(lambda p, y: (decode_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
+    dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(10_000, seed=config.seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)

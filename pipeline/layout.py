@@ -1,0 +1,58 @@
+"""Where every stage reads and writes: the files DVC tracks, named in one place."""
+from pathlib import Path
+
+from pipeline.config import Config
+
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+REPORTS_DIR = Path("reports")
+TUNED_DIR = Path("tuned")
+
+
+def downloads_dir(config: Config) -> Path:
+    """Fetched archives, kept out of DVC so an interrupted download can resume."""
+    return config.data.root / "downloads"
+
+
+def raw_dir(config: Config, source: str) -> Path:
+    return config.data.root / "raw" / source
+
+
+def split_dir(config: Config, task: str) -> Path:
+    return config.data.root / "split" / task
+
+
+def split_metrics(task: str) -> Path:
+    return METRICS_DIR / f"split_{task}.json"
+
+
+def model_file(model: str) -> Path:
+    return MODELS_DIR / f"{model}.keras"
+
+
+def run_id_file(model: str) -> Path:
+    return MODELS_DIR / f"{model}.run_id"
+
+
+def history_file(model: str) -> Path:
+    return REPORTS_DIR / "history" / f"{model}.csv"
+
+
+def train_metrics(model: str) -> Path:
+    return METRICS_DIR / f"train_{model}.json"
+
+
+def eval_metrics(model: str) -> Path:
+    return METRICS_DIR / f"{model}.json"
+
+
+def confusion_file(model: str) -> Path:
+    return REPORTS_DIR / "confusion" / f"{model}.csv"
+
+
+def figures_dir(model: str) -> Path:
+    return REPORTS_DIR / "figures" / model
+
+
+def tuned_file(model: str) -> Path:
+    return TUNED_DIR / f"{model}.json"
