@@ -1,0 +1,120 @@
+"""Tiny data in the real upstream formats, built on the fly by the tests.
+
+- a PetImages folder (and its zip) as in Microsoft's kagglecatsanddogs_5340.zip, with the
+  kinds of broken files the real zip holds;
+- a cifar-10-python.tar.gz with cifar-10-batches-py pickles in the official dict layout.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+def jpeg_bytes(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A real JPEG of smooth random colour, different per seed."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    image = Image.fromarray(base).resize(size, Image.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def png_bytes(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), seed % 256, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_pet_images(root: Path, per_class: int, with_bad: bool = True) -> Path:
+    """root/PetImages/{Cat,Dog}/<n>.jpg, numbered like Microsoft's zip; returns the PetImages folder."""
+    pet = root / "PetImages"
+    for offset, name in enumerate(("Cat", "Dog")):
+        folder = pet / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            (folder / f"{index}.jpg").write_bytes(jpeg_bytes(seed=offset * 100_000 + index))
+        if with_bad:
+            good = jpeg_bytes(seed=offset + 999_999)
+            (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
+            (folder / "empty.jpg").write_bytes(b"")
+            (folder / "png_named.jpg").write_bytes(png_bytes(offset))
+            (folder / "notes.txt").write_bytes(b"not an image\n")
+    return pet
+
+
+def write_sha256sums(pet: Path) -> Path:
+    """SHA256SUMS beside PetImages/, one 'digest  PetImages/<Class>/<file>' line per file."""
+    lines = []
+    for path in sorted(p for p in pet.rglob("*") if p.is_file()):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        lines.append(f"{digest}  {path.relative_to(pet.parent).as_posix()}")
+    sums = pet.parent / "SHA256SUMS"
+    sums.write_text("\n".join(lines) + "\n")
+    return sums
+
+
+def make_pet_zip(path: Path, per_class: int, with_bad: bool = True) -> Path:
+    """A zip laid out as kagglecatsanddogs_5340.zip: PetImages/Cat/*.jpg, PetImages/Dog/*.jpg."""
+    staging = path.parent / (path.stem + "_staging")
+    pet = make_pet_images(staging, per_class, with_bad)
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in sorted(pet.rglob("*")):
+            archive.write(file, file.relative_to(staging).as_posix())
+    return path
+
+
+def _cifar_batch(rng: np.random.Generator, labels: list[int], label: bytes) -> dict:
+    count = len(labels)
+    return {
+        b"batch_label": label,
+        b"labels": labels,
+        b"data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+        b"filenames": [f"image_{i}.png".encode() for i in range(count)],
+    }
+
+
+def make_cifar_tar(path: Path, train_per_class: int = 5, test_per_class: int = 1, seed: int = 0) -> Path:
+    """cifar-10-python.tar.gz in the official layout: data_batch_1..5, test_batch, batches.meta."""
+    rng = np.random.default_rng(seed)
+    train_labels = [label for label in range(10) for _ in range(train_per_class)]
+    rng.shuffle(train_labels)
+    members = {"batches.meta": {b"label_names": [c.encode() for c in CIFAR_CLASSES],
+                                b"num_cases_per_batch": len(train_labels) // 5, b"num_vis": 3072}}
+    for index, chunk in enumerate(np.array_split(np.asarray(train_labels), 5), start=1):
+        members[f"data_batch_{index}"] = _cifar_batch(rng, chunk.tolist(), f"training batch {index} of 5".encode())
+    members["test_batch"] = _cifar_batch(rng, [label for label in range(10) for _ in range(test_per_class)],
+                                         b"testing batch 1 of 1")
+    with tarfile.open(path, "w:gz") as archive:
+        for name, obj in members.items():
+            raw = pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            archive.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def digest(path: Path, algorithm: str = "sha256") -> str:
+    """'<algorithm>:<hex>' of a file, the form params.yaml takes."""
+    return f"{algorithm}:{hashlib.new(algorithm, path.read_bytes()).hexdigest()}"
+
+
+def set_params(params_file: Path, **dotted: object) -> None:
+    """Rewrite keys of a params.yaml in place: set_params(p, **{"data.subset_per_class": 5})."""
+    import yaml
+
+    params = yaml.safe_load(params_file.read_text())
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
