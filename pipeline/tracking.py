@@ -46,11 +46,12 @@ def git_commit() -> str:
 
 
 @contextlib.contextmanager
-def training_run(model: str, task: str, tags: dict[str, str]):
-    """A new run named after the model; its id is written for the later stages to reopen."""
+def training_run(model: str, task: str, tags: dict[str, str], resume_run_id: str | None = None):
+    """A run named after the model (or the interrupted one being resumed); its id is
+    written for the later stages to reopen. An exception inside ends the run FAILED."""
     use_experiment(task)
     run_tags = {"model": model, "task": task, "dvc_stage": f"train@{model}", "git_commit": git_commit(), **tags}
-    with mlflow.start_run(run_name=model, tags=run_tags) as run:
+    with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else model, tags=run_tags) as run:
         run_id_path = layout.run_id_file(model)
         run_id_path.parent.mkdir(parents=True, exist_ok=True)
         run_id_path.write_text(run.info.run_id + "\n")

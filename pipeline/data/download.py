@@ -1,0 +1,288 @@
+"""Stage download@<source>: fetch one upstream source, verify it, unpack it into data/raw/<source>.
+
+Where the bytes come from, first found wins:
+1. the mirror folder (PIPELINE_DATA_MIRROR, else data.mirror): the file under its upstream
+   name, or for cats_dogs an already extracted PetImages/ folder;
+2. sources.<source>.url: http(s), file://, or a local path to the file (for cats_dogs also a
+   folder holding PetImages/ or being PetImages/).
+
+An http download grows in data/downloads/<filename>.part and takes its final name only once
+its checksum matched: a file under the final name is a verified one, and a .part resumes.
+The output folder is built beside its final place and renamed in, so a failure never leaves
+half of it. raw_dir/SOURCE.json records where the data came from and what was verified.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from pipeline import layout
+from pipeline.config import MIRROR_ENV, Config, Source
+from pipeline.data import archives
+from pipeline.errors import PipelineError
+
+CIFAR_FILES = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch", "batches.meta"]
+# What each source must unpack to: a wrong file whose checksum was pasted into params still fails.
+EXPECTED_CONTENT = {
+    "cats_dogs": ["PetImages/Cat", "PetImages/Dog"],
+    "cifar10": [f"cifar-10-batches-py/{name}" for name in CIFAR_FILES],
+    "vgg16": [],
+}
+CHUNK_BYTES = 1 << 20
+TIMEOUT_S = 30  # per connection attempt and per read, so a stalled server cannot hang the stage
+ATTEMPTS = 5  # a dropped connection is resumed while each attempt brings new bytes
+
+
+def run(config: Config, source: str) -> None:
+    spec: Source = getattr(config.sources, source)
+    origin = find_origin(config, source, spec)
+    from_folder = isinstance(origin, Path) and origin.is_dir()
+    # Verify a file before the output folder is touched; a folder is verified as it is copied.
+    archive = None if from_folder else verified_file(config, source, spec, origin)
+    with replacing(layout.raw_dir(config, source)) as staging:
+        if archive is None:
+            checksum = copy_pet_images(origin, staging)
+        elif source == "vgg16":
+            copy_files([(archive, staging / spec.filename)], f"copy {spec.filename}")
+            checksum = spec.checksum
+        else:
+            archives.extract(archive, staging)
+            checksum = spec.checksum
+        finish(staging, source, origin, checksum)
+
+
+def find_origin(config: Config, source: str, spec: Source) -> Path | str:
+    """A local Path (file or folder) or an http(s) URL, following the order in the module docstring."""
+    mirror = config.mirror()
+    if mirror is not None:
+        candidates = [mirror / spec.filename] + ([mirror / "PetImages"] if source == "cats_dogs" else [])
+        for candidate in candidates:
+            if candidate.exists():
+                return candidate
+        names = " or ".join(path.name for path in candidates)
+        log(f"mirror {mirror} holds no {names}; using sources.{source}.url")
+    return local_path_or_url(source, spec.url)
+
+
+def local_path_or_url(source: str, url: str) -> Path | str:
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        return url
+    if parsed.scheme == "file":
+        path = Path(urllib.request.url2pathname(parsed.path))
+    elif len(parsed.scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise PipelineError(f"sources.{source}.url: unsupported scheme {parsed.scheme!r} (http, https, file or a path)")
+    else:
+        path = Path(url).expanduser()
+    if not path.exists():
+        raise PipelineError(f"{path}: not found (sources.{source}.url)")
+    if path.is_dir() and source != "cats_dogs":
+        raise PipelineError(f"{path}: is a folder; sources.{source}.url must name the {source} file itself")
+    return path
+
+
+def verified_file(config: Config, source: str, spec: Source, origin: Path | str) -> Path:
+    """The upstream file on local disk, checksum verified: a local copy in place, a URL downloaded."""
+    if isinstance(origin, Path):
+        # Someone else's file: report a mismatch but never delete it.
+        verify(origin, spec, source, delete_if_bad=False)
+        return origin
+    return download(config, source, spec, origin)
+
+
+def download(config: Config, source: str, spec: Source, url: str) -> Path:
+    folder = layout.downloads_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / spec.filename
+    if final.exists():
+        if checksum_problem(final, spec, source) is None:
+            log(f"reusing {final}, already verified")
+            return final
+        log(f"{final} no longer matches sources.{source}; fetching it again")
+        final.unlink()
+    partial = folder / f"{spec.filename}.part"
+    for attempt in range(1, ATTEMPTS + 1):
+        before = file_size(partial)
+        try:
+            fetch_into(url, partial, spec.size)
+            break
+        except (OSError, http.client.HTTPException) as error:
+            if file_size(partial) <= before or attempt == ATTEMPTS:
+                raise PipelineError(unreachable_message(url, spec.filename, error)) from None
+            log(f"connection lost after {file_size(partial)} bytes ({error}); resuming")
+    verify(partial, spec, source, delete_if_bad=True)
+    partial.rename(final)
+    return final
+
+
+def fetch_into(url: str, partial: Path, expected_size: int | None) -> None:
+    """Append the rest of `url` to `partial`, asking only for the missing bytes; raise if cut short."""
+    start = file_size(partial)
+    if expected_size is not None and start >= expected_size:
+        return  # complete already; verification decides whether it is right
+    headers = {"User-Agent": "pipeline-download"} | ({"Range": f"bytes={start}-"} if start else {})
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and start:
+            return  # nothing left past `start`: the .part is whole, so verify it
+        raise
+    with response:
+        resumed = start > 0 and response.status == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
+            raise PipelineError(f"{url}: the server resumed at another offset than {start}; delete {partial}")
+        if not resumed:
+            start = 0  # the server ignored Range and sends the whole file
+        length = response.headers.get("Content-Length")
+        end = start + int(length) if length else None
+        with partial.open("ab" if resumed else "wb") as out, archives.progress_bar(f"download {partial.stem}", end) as bar:
+            bar.update(start)
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                bar.update(len(chunk))
+    # urllib reports a connection closed early as a plain end of data, so count the bytes.
+    if end is not None and file_size(partial) < end:
+        raise ConnectionError(f"connection closed at byte {file_size(partial)} of {end}")
+
+
+def unreachable_message(url: str, filename: str, error: Exception) -> str:
+    # URLError wraps the socket error in .reason; HTTPError's own text carries the status code.
+    reason = error if isinstance(error, urllib.error.HTTPError) else getattr(error, "reason", error)
+    return (
+        f"could not fetch {url} ({reason}); to use a local copy, set "
+        f"{MIRROR_ENV}=<folder holding {filename}> or data.mirror in params.yaml"
+    )
+
+
+def verify(path: Path, spec: Source, source: str, *, delete_if_bad: bool) -> None:
+    problem = checksum_problem(path, spec, source)
+    if problem is None:
+        return
+    if delete_if_bad:
+        path.unlink()
+        problem += f" ({path.name} deleted)"
+    raise PipelineError(problem)
+
+
+def checksum_problem(path: Path, spec: Source, source: str) -> str | None:
+    """None if `path` matches params; else one line: expected vs got, and the keys to set if the copy is trusted."""
+    algorithm, expected = spec.checksum.split(":")
+    got = file_digest(path, algorithm)
+    size = path.stat().st_size
+    fixes = []
+    if got != expected:
+        fixes.append(f"sources.{source}.checksum: {algorithm}:{got}")
+    if spec.size is not None and size != spec.size:
+        fixes.append(f"sources.{source}.size: {size}")
+    if not fixes:
+        return None
+    found = f"{algorithm} {got}, {size} bytes"
+    wanted = f"{algorithm} {expected}" + (f", {spec.size} bytes" if spec.size is not None else "")
+    return f"{path}: got {found}; expected {wanted}. If this copy is trusted, set {' and '.join(fixes)}"
+
+
+def copy_pet_images(folder: Path, staging: Path) -> str | None:
+    """Copy PetImages/ into staging; return what was verified ('sha256:<hex>' of SHA256SUMS) or None."""
+    pet = folder / "PetImages" if (folder / "PetImages").is_dir() else folder
+    if pet.name != "PetImages":
+        raise PipelineError(f"{folder}: holds no PetImages/ folder")
+    files = sorted(path for path in pet.rglob("*") if path.is_file())
+    copy_files([(path, staging / "PetImages" / path.relative_to(pet)) for path in files], f"copy {pet}")
+    sums = pet.parent / "SHA256SUMS"
+    if not sums.is_file():
+        warn(f"{pet}: no SHA256SUMS beside it, so its content is unverified")
+        return None
+    check_listed_files(sums, staging)
+    return f"sha256:{file_digest(sums, 'sha256')}"
+
+
+def check_listed_files(sums: Path, root: Path) -> None:
+    """Every `<sha256>  PetImages/...` line of SHA256SUMS must match its file under root."""
+    listed = {}
+    for number, line in enumerate(sums.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        expected, _, name = line.partition(" ")
+        name = name.strip().removeprefix("*")  # '*' marks binary mode in sha256sum's format
+        parts = PurePosixPath(name).parts
+        if not parts or parts[0] != "PetImages" or ".." in parts or len(expected) != 64:
+            raise PipelineError(f"{sums} line {number}: expected '<sha256>  PetImages/<Class>/<file>'")
+        listed[name] = expected.lower()
+    with archives.progress_bar(f"verify {sums.parent.name}", len(listed)) as bar:
+        for name, expected in listed.items():
+            path = root / name
+            if not path.is_file():
+                raise PipelineError(f"{name}: listed in {sums} but missing from the folder")
+            got = hashlib.sha256(path.read_bytes()).hexdigest()
+            if got != expected:
+                raise PipelineError(f"{name}: sha256 {got}, expected {expected} ({sums})")
+            bar.update()
+    unlisted = sum(1 for path in (root / "PetImages").rglob("*") if path.is_file()) - len(listed)
+    if unlisted > 0:
+        warn(f"{unlisted} files under PetImages/ are not listed in {sums} and stay unverified")
+
+
+def finish(staging: Path, source: str, origin: Path | str, checksum: str | None) -> None:
+    missing = [name for name in EXPECTED_CONTENT[source] if not (staging / name).exists()]
+    if missing:
+        raise PipelineError(f"{origin}: has no {', '.join(missing)}; does sources.{source} name the right file?")
+    record = {"source": source, "origin": str(origin), "checksum": checksum, "verified": checksum is not None}
+    (staging / "SOURCE.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+@contextmanager
+def replacing(folder: Path):
+    """Yield an empty sibling of `folder`; on success it becomes `folder`, on failure it vanishes."""
+    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = folder.with_name(f".{folder.name}.previous-{os.getpid()}")
+    if folder.exists():
+        folder.rename(previous)
+    staging.rename(folder)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def copy_files(pairs: list[tuple[Path, Path]], description: str) -> None:
+    with archives.progress_bar(description, sum(source.stat().st_size for source, _ in pairs)) as bar:
+        for source, destination in pairs:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with source.open("rb") as reader, destination.open("wb") as writer:
+                while chunk := reader.read(CHUNK_BYTES):
+                    writer.write(chunk)
+                    bar.update(len(chunk))
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as reader, archives.progress_bar(f"verify {path.name}", path.stat().st_size) as bar:
+        while chunk := reader.read(CHUNK_BYTES):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def log(message: str) -> None:
+    print(f"download: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)

@@ -1,0 +1,99 @@
+"""Stage evaluate@<model>: held-out test metrics, logged into the model's training run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+from pipeline import layout, tracking
+from pipeline.config import Config
+from pipeline.data import loaders
+from pipeline.errors import PipelineError
+from pipeline.models import REGISTRY
+
+
+def load_trained_model(name: str) -> keras.Model:
+    path = layout.model_file(name)
+    if not path.exists():
+        raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
+    return keras.saving.load_model(path)
+
+
+def class_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """(N, n_classes) probabilities; a sigmoid output becomes [p(class 0), p(class 1)]."""
+    outputs = model.predict(images, batch_size=64, verbose=0)
+    if outputs.shape[1] == 1:
+        return np.hstack([1 - outputs, outputs])
+    return outputs
+
+
+def test_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+    predicted = probabilities.argmax(axis=1)
+    eps = 1e-7
+    loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1.0))))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=range(len(classes)), zero_division=0)
+    metrics = {
+        "test_loss": loss,
+        "test_accuracy": float(np.mean(predicted == labels)),
+        "test_size": int(len(labels)),
+        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for name, p, r, f, s in zip(classes, precision, recall, f1, support)},
+    }
+    if len(classes) == 2 and len(set(labels.tolist())) == 2:
+        metrics["test_roc_auc"] = float(roc_auc_score(labels, probabilities[:, 1]))
+    return metrics
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    size = 3 + 0.5 * len(classes)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("actual")
+    axes.set_title(title)
+    threshold = matrix.max() / 2
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, str(count), ha="center", va="center",
+                  color="white" if count > threshold else "black", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def run(config: Config, name: str) -> None:
+    spec = REGISTRY[name]
+    classes = loaders.class_names(config, spec.task)
+    images, labels = loaders.load_arrays(config, spec.task, "test", config.model(name).image_size)
+    probabilities = class_probabilities(load_trained_model(name), images)
+    metrics = test_metrics(labels, probabilities, classes)
+    predicted = probabilities.argmax(axis=1)
+
+    layout.eval_metrics(name).parent.mkdir(parents=True, exist_ok=True)
+    layout.eval_metrics(name).write_text(json.dumps(metrics, indent=2) + "\n")
+    confusion = layout.confusion_file(name)
+    confusion.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}) \
+        .to_csv(confusion, index=False)
+    matrix_png = confusion.with_suffix(".png")
+    matrix = confusion_matrix(labels, predicted, labels=range(len(classes)))
+    plot_confusion(matrix, classes, f"{name}: test accuracy {metrics['test_accuracy']:.3f}", matrix_png)
+
+    with tracking.model_run(name, spec.task, "evaluate"):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+        for cls, values in metrics["per_class"].items():
+            mlflow.log_metrics({f"test_{key}_{cls}": float(v) for key, v in values.items() if key != "support"})
+        mlflow.log_artifact(str(matrix_png), "figures")
+        mlflow.log_artifact(str(layout.eval_metrics(name)), "metrics")
+    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")

@@ -1,0 +1,57 @@
+"""Every model of the study by name: its task, its output and how to build and compile it."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from pipeline.config import Model
+from pipeline.errors import ConfigError
+from pipeline.models import inception, naive, residual, vgg16
+from pipeline.models.vgg16 import unfreeze_top
+
+__all__ = ["REGISTRY", "ModelSpec", "build_model", "compile_model", "get_spec", "unfreeze_top"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    task: str  # 'cats_dogs' or 'cifar10': which split the model trains on
+    n_classes: int  # 2: one sigmoid unit; more: a softmax over one-hot targets
+    uses_vgg16: bool  # needs the VGG16 weights file and the two-phase training
+    builder: Callable[..., keras.Model]  # (name, params) or, with VGG16, (name, params, weights)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "cats_dogs_naive": ModelSpec("cats_dogs", 2, False, naive.build_cats_dogs),
+    "cats_dogs_vgg16_frozen": ModelSpec("cats_dogs", 2, True, vgg16.build_cats_dogs),
+    "cats_dogs_vgg16_finetune": ModelSpec("cats_dogs", 2, True, vgg16.build_cats_dogs),
+    "cats_dogs_vgg16_finetune_aug": ModelSpec("cats_dogs", 2, True, vgg16.build_cats_dogs),
+    "cifar10_naive": ModelSpec("cifar10", 10, False, naive.build_cifar10),
+    "cifar10_inception": ModelSpec("cifar10", 10, False, inception.build_cifar10),
+    "cifar10_residual": ModelSpec("cifar10", 10, False, residual.build_cifar10),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown model '{name}' (one of: {', '.join(REGISTRY)})")
+    return REGISTRY[name]
+
+
+def build_model(name: str, params: Model, vgg16_weights: Path | None = None) -> keras.Model:
+    """An uncompiled model named `name`; seed with keras.utils.set_random_seed beforehand."""
+    spec = get_spec(name)
+    if spec.uses_vgg16:
+        return spec.builder(name, params, vgg16_weights)
+    return spec.builder(name, params)
+
+
+def compile_model(model: keras.Model, n_classes: int, learning_rate: float) -> None:
+    """Adam with the cross-entropy that matches the output; the metric is 'accuracy' either way."""
+    if n_classes == 2:
+        loss, accuracy = "binary_crossentropy", keras.metrics.BinaryAccuracy(name="accuracy")
+    else:
+        loss, accuracy = "categorical_crossentropy", keras.metrics.CategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[accuracy])

@@ -1,0 +1,326 @@
+"""Stage train@<model>: fit one model of the registry and record it in MLflow.
+
+From-scratch models train on a tf.data pipeline. The VGG16 models never run a frozen part
+of the network more than once per image: its features are computed once and the layers
+above train on them. Only augmentation (which changes the input every epoch) forces the
+whole network to run each epoch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from pipeline import layout, tracking
+from pipeline.config import Config, Model
+from pipeline.data import loaders
+from pipeline.errors import PipelineError
+from pipeline.models import REGISTRY, build_model, compile_model, unfreeze_top
+
+HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
+BACKUP_ROOT = layout.MODELS_DIR / ".backup"
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int
+    learning_rate: float
+    batch_size: int
+
+
+def make_deterministic(seed: int) -> None:
+    """Same params, same numbers: seeded initialisers, shuffles and deterministic kernels."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def hyperparameters(config: Config, name: str) -> Hyperparameters:
+    """params.yaml's values, or the tuned ones when train.use_tuned says so."""
+    params = config.model(name)
+    chosen = {"epochs": params.epochs, "learning_rate": params.learning_rate, "batch_size": params.batch_size}
+    if config.train.use_tuned:
+        tuned = layout.tuned_file(name)
+        if not tuned.exists():
+            raise PipelineError(f"{tuned}: not found; run `dvc repro tune@{name}` or set train.use_tuned: false")
+        chosen.update({key: json.loads(tuned.read_text())[key] for key in chosen})
+    return Hyperparameters(int(chosen["epochs"]), float(chosen["learning_rate"]), int(chosen["batch_size"]))
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Per-epoch metrics into the active MLflow run, numbered across training phases."""
+
+    def __init__(self, first_step: int = 0):
+        super().__init__()
+        self.first_step = first_step
+
+    def on_epoch_end(self, epoch, logs=None):
+        mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=self.first_step + epoch + 1)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Fail loudly: a NaN loss means the run is worthless, so end it as FAILED with a reason."""
+
+    def __init__(self, name: str, phase: str):
+        super().__init__()
+        self.name, self.phase = name, phase
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise PipelineError(
+                f"{self.name}: loss became {float(loss)} in {self.phase} training (batch {batch}); "
+                f"lower train.{self.name}.learning_rate"
+            )
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every training phase shares: the model's name, a folder for resume state, extra callbacks."""
+    name: str
+    workdir: Path
+    callbacks: tuple = ()
+
+
+def fit_phase(model, train_data, val_data, run: Run, phase: str, epochs: int, first_step: int,
+              batch_size: int | None = None) -> pd.DataFrame:
+    """model.fit with resume, NaN guard and MLflow logging; returns this phase's per-epoch history.
+
+    BackupAndRestore makes a killed run continue from its last finished epoch; the CSV log
+    is appended to, so the history of a resumed run is still complete.
+    """
+    backup = run.workdir / phase
+    backup.mkdir(parents=True, exist_ok=True)
+    csv_log = backup / "history.csv"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup / "state")),
+        keras.callbacks.CSVLogger(str(csv_log), append=True),
+        StopOnNaN(run.name, phase),
+        MlflowEpochLogger(first_step),
+        *run.callbacks,
+    ]
+    if isinstance(train_data, tuple):
+        model.fit(*train_data, validation_data=val_data, epochs=epochs, batch_size=batch_size,
+                  shuffle=True, callbacks=callbacks, verbose=2)
+    else:
+        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=2)
+    history = pd.read_csv(csv_log).drop_duplicates("epoch", keep="last")
+    history["phase"] = phase
+    return history
+
+
+def vgg16_weights(config: Config) -> Path:
+    path = layout.raw_dir(config, "vgg16") / config.sources.vgg16.filename
+    if not path.exists():
+        raise PipelineError(f"{path}: not found; run `dvc repro download@vgg16` first")
+    return path
+
+
+def submodel(model: keras.Model, first: str, last: str | None = None) -> keras.Model:
+    """Layers of the VGG stack from `first` (inclusive) up to `last` (inclusive) as one model.
+
+    The layers are shared with `model`, so training the piece trains the whole model.
+    """
+    base, head = model.get_layer("vgg16"), model.get_layer("head")
+    names = [layer.name for layer in base.layers]
+    stop = names.index(last) + 1 if last else len(names)
+    start = names.index(first)
+    inputs = keras.Input(shape=base.layers[start].input.shape[1:])
+    x = inputs
+    for layer in base.layers[start:stop]:
+        x = layer(x)
+    if last is None:
+        x = head(x)
+    return keras.Model(inputs, x)
+
+
+def frozen_features(model: keras.Model, images: np.ndarray, until: str) -> np.ndarray:
+    """Run preprocessing and the frozen VGG16 layers up to `until` once, in inference mode."""
+    base = model.get_layer("vgg16")
+    inputs = keras.Input(shape=images.shape[1:])
+    x = model.get_layer("vgg_preprocess")(inputs)
+    x = keras.Model(base.input, base.get_layer(until).output)(x)
+    extractor = keras.Model(inputs, x)
+    return extractor.predict(images, batch_size=32, verbose=0)
+
+
+def layer_before(model: keras.Model, name: str) -> str:
+    names = [layer.name for layer in model.get_layer("vgg16").layers]
+    return names[names.index(name) - 1]
+
+
+def train_vgg16(config: Config, run: Run, model: keras.Model, hp: Hyperparameters) -> pd.DataFrame:
+    """Head on cached features; then, if asked, fine-tune the top of the base."""
+    params = config.model(run.name)
+    train_x, train_y = loaders.load_arrays(config, "cats_dogs", "train", params.image_size)
+    val_x, val_y = loaders.load_arrays(config, "cats_dogs", "val", params.image_size)
+    train_t, val_t = loaders.encode_labels(train_y, 2), loaders.encode_labels(val_y, 2)
+
+    # Phase 1: the base is frozen, so its output never changes: compute it once.
+    last = model.get_layer("vgg16").layers[-1].name
+    head = model.get_layer("head")
+    compile_model(head, 2, hp.learning_rate)
+    features = (frozen_features(model, train_x, last), frozen_features(model, val_x, last))
+    histories = [fit_phase(head, (features[0], train_t), (features[1], val_t), run, "head",
+                           hp.epochs, 0, hp.batch_size)]
+    if params.fine_tune is None:
+        return pd.concat(histories)
+
+    # Phase 2: unfreeze the top block; what stays frozen below it is still cached,
+    # unless augmentation changes the input every epoch.
+    tune = params.fine_tune
+    unfreeze_top(model, tune.unfreeze_from)
+    if params.augment is None:
+        below = layer_before(model, tune.unfreeze_from)
+        upper = submodel(model, tune.unfreeze_from)
+        compile_model(upper, 2, tune.learning_rate)
+        train_data = (frozen_features(model, train_x, below), train_t)
+        val_data = (frozen_features(model, val_x, below), val_t)
+        histories.append(fit_phase(upper, train_data, val_data, run, "fine_tune", tune.epochs,
+                                   hp.epochs, hp.batch_size))
+    else:
+        compile_model(model, 2, tune.learning_rate)
+        train_data = tf.data.Dataset.from_tensor_slices((train_x, train_t)) \
+            .shuffle(len(train_x), seed=config.seed).batch(hp.batch_size).prefetch(tf.data.AUTOTUNE)
+        val_data = tf.data.Dataset.from_tensor_slices((val_x, val_t)).batch(hp.batch_size)
+        histories.append(fit_phase(model, train_data, val_data, run, "fine_tune", tune.epochs, hp.epochs))
+    return pd.concat(histories)
+
+
+def train_from_scratch(config: Config, run: Run, model: keras.Model, hp: Hyperparameters) -> pd.DataFrame:
+    spec, params = REGISTRY[run.name], config.model(run.name)
+    compile_model(model, spec.n_classes, hp.learning_rate)
+    train_data = loaders.make_dataset(config, spec.task, "train", params.image_size, hp.batch_size, shuffle=True)
+    val_data = loaders.make_dataset(config, spec.task, "val", params.image_size, hp.batch_size)
+    return fit_phase(model, train_data, val_data, run, "train", hp.epochs, 0)
+
+
+def fit_model(config: Config, name: str, hp: Hyperparameters, workdir: Path | None = None,
+              callbacks: tuple = ()) -> tuple[keras.Model, pd.DataFrame]:
+    """Build and train one model; the history has one row per epoch over all phases.
+
+    `workdir` holds the resume state (one per concurrent training); `callbacks` join every
+    phase's fit (the tuner reports to Optuna through them).
+    """
+    make_deterministic(config.seed)
+    spec = REGISTRY[name]
+    weights = vgg16_weights(config) if spec.uses_vgg16 else None
+    model = build_model(name, config.model(name), weights)
+    trainer = train_vgg16 if spec.uses_vgg16 else train_from_scratch
+    run = Run(name, workdir or BACKUP_ROOT / name, tuple(callbacks))
+    history = trainer(config, run, model, hp).reset_index(drop=True)
+    if spec.uses_vgg16:  # its parts were compiled, not the whole: give the saved model its loss
+        compile_model(model, spec.n_classes, hp.learning_rate)
+    history["epoch"] = np.arange(1, len(history) + 1)
+    return model, history[HISTORY_COLUMNS]
+
+
+def summary_metrics(history: pd.DataFrame, wall_time_s: float) -> dict:
+    best = history.loc[history["val_accuracy"].idxmax()]
+    final = history.iloc[-1]
+    return {
+        "final": {k: float(final[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+        "best": {"val_accuracy": float(best["val_accuracy"]), "val_accuracy_epoch": int(best["epoch"]),
+                 "val_loss": float(history["val_loss"].min())},
+        "epochs": int(len(history)),
+        "wall_time_s": round(wall_time_s, 1),
+    }
+
+
+def logged_params(config: Config, name: str, hp: Hyperparameters) -> dict:
+    params = config.model(name).model_dump()
+    flat = {**{f"model.{k}": v for k, v in params.items() if not isinstance(v, dict)},
+            **{f"model.{p}.{k}": v for p, d in params.items() if isinstance(d, dict) for k, v in d.items()}}
+    return {**flat, "epochs": hp.epochs, "learning_rate": hp.learning_rate, "batch_size": hp.batch_size,
+            "use_tuned": config.train.use_tuned, "seed": config.seed,
+            "subset_per_class": config.data.subset_per_class, "per_class": config.per_class(REGISTRY[name].task)}
+
+
+def split_checksum(task: str) -> str:
+    path = layout.split_metrics(task)
+    return json.loads(path.read_text()).get("sha256", "unknown") if path.exists() else "unknown"
+
+
+def save_model_atomically(model: keras.Model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        partial = Path(scratch) / path.name
+        model.save(partial)
+        partial.replace(path)
+
+
+def log_model(model: keras.Model, config: Config, name: str) -> None:
+    """The whole model (base + head) through MLflow's Keras flavour, usable on raw images."""
+    size = config.model(name).image_size
+    example = np.full((1, size, size, 3), 127.0, dtype=np.float32)
+    signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
+    mlflow.keras.log_model(model, name="model", signature=signature, input_example=example)
+
+
+def write_outputs(name: str, model: keras.Model, history: pd.DataFrame, metrics: dict) -> None:
+    for path in (layout.history_file(name), layout.train_metrics(name)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    history.to_csv(layout.history_file(name), index=False)
+    layout.train_metrics(name).write_text(json.dumps(metrics, indent=2) + "\n")
+    save_model_atomically(model, layout.model_file(name))
+
+
+def resumable_run_id(name: str, params: dict) -> str | None:
+    """The MLflow run a killed training left behind, if it trained with these same params.
+
+    Backups of a run with other params are dropped: resuming them would mix two experiments.
+    """
+    backup, record = BACKUP_ROOT / name, BACKUP_ROOT / name / "run.json"
+    if record.exists():
+        previous = json.loads(record.read_text())
+        if previous["params"] == json.loads(json.dumps(params)):
+            print(f"{name}: resuming the interrupted run {previous['run_id']}")
+            return previous["run_id"]
+    shutil.rmtree(backup, ignore_errors=True)
+    return None
+
+
+def remember_run(name: str, run_id: str, params: dict) -> None:
+    record = BACKUP_ROOT / name / "run.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"run_id": run_id, "params": params}))
+
+
+def run(config: Config, name: str) -> None:
+    spec = REGISTRY[name]
+    hp = hyperparameters(config, name)
+    params = logged_params(config, name, hp)
+    tags = {"split_sha256": split_checksum(spec.task)}
+    with tracking.training_run(name, spec.task, tags, resume_run_id=resumable_run_id(name, params)) as active:
+        remember_run(name, active.info.run_id, params)
+        mlflow.log_params(params)
+        started = time.perf_counter()
+        model, history = fit_model(config, name, hp)
+        metrics = summary_metrics(history, time.perf_counter() - started)
+        write_outputs(name, model, history, metrics)
+        mlflow.log_metrics({"best_val_accuracy": metrics["best"]["val_accuracy"],
+                            "best_val_loss": metrics["best"]["val_loss"], "wall_time_s": metrics["wall_time_s"]})
+        mlflow.log_artifact(str(layout.history_file(name)), "history")
+        log_curves(name)
+        log_model(model, config, name)
+    shutil.rmtree(BACKUP_ROOT / name, ignore_errors=True)  # finished: a rerun starts afresh
+    print(f"{name}: best val_accuracy {metrics['best']['val_accuracy']:.4f} "
+          f"(epoch {metrics['best']['val_accuracy_epoch']}), {metrics['wall_time_s']} s")
+
+
+def log_curves(name: str) -> None:
+    from pipeline.visualize.curves import plot_history
+
+    with tempfile.TemporaryDirectory() as scratch:
+        png = Path(scratch) / f"{name}_curves.png"
+        plot_history(layout.history_file(name), png, title=name)
+        mlflow.log_artifact(str(png), "figures")

@@ -1,0 +1,64 @@
+"""params.yaml validation: every bad value ends the command with exit 2 and one line naming the key."""
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.config import load_config
+from tests.conftest import ROOT
+from tests.fixtures import set_params
+
+
+def test_shipped_params_are_valid():
+    config = load_config(ROOT / "params.yaml")
+    assert config.split.cats_dogs.per_class == 2000
+    assert config.per_class("cifar10") == 6000
+    assert config.model("cifar10_naive").image_size == 32
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"train.cifar10_naive.learning_rate": -0.001}, "train.cifar10_naive.learning_rate"),
+        ({"train.cifar10_naive.epochs": "ten"}, "train.cifar10_naive.epochs"),
+        ({"train.cifar10_naive.batch_size": 0}, "train.cifar10_naive.batch_size"),
+        ({"train.cifar10_naive.learnig_rate": 0.01}, "train.cifar10_naive.learnig_rate"),
+        ({"split.cats_dogs.fractions": {"train": 0.7, "val": 0.2, "test": 0.2}}, "split.cats_dogs.fractions"),
+        ({"data.subset_per_class": 5000}, "data.subset_per_class"),
+        ({"data.subset_per_class": -1}, "data.subset_per_class"),
+        ({"sources.cifar10.checksum": "crc:1234"}, "sources.cifar10.checksum"),
+        ({"tune.learning_rate": {"low": 0.1, "high": 0.01}}, "tune.learning_rate"),
+        ({"tune.learning_rate": {"low": 0.0, "high": 0.01}}, "tune.learning_rate"),
+        ({"tune.epochs": {"low": 5, "high": 2}}, "tune.epochs"),
+        ({"tune.pruner": "random"}, "tune.pruner"),
+        ({"unknown_section": 1}, "unknown_section"),
+    ],
+)
+def test_bad_value_exits_2_naming_the_key(project, capsys, override, key):
+    set_params(project / "params.yaml", **override)
+    assert main(["split", "cats_dogs"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: params.yaml")
+    assert key in err[0]
+
+
+def test_malformed_yaml_is_one_line(project, capsys):
+    (project / "params.yaml").write_text("seed: 1\ntrain: [unclosed\n")
+    assert main(["split", "cats_dogs"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "params.yaml line" in err[0]
+
+
+def test_missing_params_file_is_one_line(project, capsys):
+    (project / "params.yaml").unlink()
+    assert main(["split", "cats_dogs"]) == 2
+    assert "params.yaml: file not found" in capsys.readouterr().err
+
+
+def test_cli_help_lists_every_stage():
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    for stage in ("download", "split", "train", "evaluate", "visualize", "tune", "report", "predict"):
+        assert stage in result.stdout
