@@ -125,6 +125,14 @@ def vgg16_weights(config: Config) -> Path:
     return path
 
 
+def weights_origin(path: Path) -> str:
+    """'imagenet', or 'STAND-IN' for a randomly initialised file marked as such (CI, tests)."""
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        return "STAND-IN (random init, not ImageNet)" if "standin" in h5.attrs else "imagenet"
+
+
 def submodel(model: keras.Model, first: str, last: str | None = None) -> keras.Model:
     """Layers of the VGG stack from `first` (inclusive) up to `last` (inclusive) as one model.
 
@@ -224,10 +232,11 @@ def fit_model(config: Config, name: str, hp: Hyperparameters, workdir: Path | No
     return model, history[HISTORY_COLUMNS]
 
 
-def summary_metrics(history: pd.DataFrame, wall_time_s: float) -> dict:
+def summary_metrics(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: float) -> dict:
     best = history.loc[history["val_accuracy"].idxmax()]
     final = history.iloc[-1]
     return {
+        "hyperparameters": {"epochs": hp.epochs, "learning_rate": hp.learning_rate, "batch_size": hp.batch_size},
         "final": {k: float(final[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
         "best": {"val_accuracy": float(best["val_accuracy"]), "val_accuracy_epoch": int(best["epoch"]),
                  "val_loss": float(history["val_loss"].min())},
@@ -300,12 +309,16 @@ def run(config: Config, name: str) -> None:
     hp = hyperparameters(config, name)
     params = logged_params(config, name, hp)
     tags = {"split_sha256": split_checksum(spec.task)}
+    if spec.uses_vgg16:
+        tags["vgg16_weights"] = weights_origin(vgg16_weights(config))
+        if tags["vgg16_weights"] != "imagenet":
+            print(f"warning: {name} uses the VGG16 weights {tags['vgg16_weights']}: its accuracy means nothing")
     with tracking.training_run(name, spec.task, tags, resume_run_id=resumable_run_id(name, params)) as active:
         remember_run(name, active.info.run_id, params)
         mlflow.log_params(params)
         started = time.perf_counter()
         model, history = fit_model(config, name, hp)
-        metrics = summary_metrics(history, time.perf_counter() - started)
+        metrics = summary_metrics(history, hp, time.perf_counter() - started)
         write_outputs(name, model, history, metrics)
         mlflow.log_metrics({"best_val_accuracy": metrics["best"]["val_accuracy"],
                             "best_val_loss": metrics["best"]["val_loss"], "wall_time_s": metrics["wall_time_s"]})

@@ -118,3 +118,51 @@ def set_params(params_file: Path, **dotted: object) -> None:
             node = node.setdefault(part, {})
         node[leaf] = value
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_vgg16_standin(path: Path) -> Path:
+    """A STAND-IN for Keras's VGG16 notop ImageNet weights: a randomly initialised VGG16 saved in
+    the same legacy HDF5 layout (layer_names, weight_names), so it loads exactly where the real
+    file would. Its features are meaningless: it proves plumbing, never accuracy."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.VGG16(weights=None, include_top=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as h5:
+        legacy_h5_format.save_weights_to_hdf5_group(h5, model)
+        h5.attrs["standin"] = "randomly initialised VGG16, not ImageNet weights"
+    return path
+
+
+def make_cats_dogs_split(split_root: Path, per_split: dict[str, int], size: tuple[int, int] = (64, 48)) -> Path:
+    """A ready split as split@cats_dogs leaves it: <split>/{cats,dogs}/<n>.jpg."""
+    seed = 0
+    for split, count in per_split.items():
+        for name in ("cats", "dogs"):
+            folder = split_root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                seed += 1
+                (folder / f"{index}.jpg").write_bytes(jpeg_bytes(seed, size))
+    return split_root
+
+
+def make_cifar10_split(split_root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    """A ready split as split@cifar10 leaves it: {train,val,test}.npz and classes.json.
+
+    Each class gets its own mean colour, so a model can learn something in a few steps."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    split_root.mkdir(parents=True, exist_ok=True)
+    for split, count in per_split.items():
+        labels = np.repeat(np.arange(10), count)
+        colours = (labels[:, None] * 25).astype(np.int64)
+        noise = rng.integers(0, 40, size=(len(labels), 32, 32, 3))
+        images = np.clip(colours[:, None, None, :] + noise, 0, 255).astype(np.uint8)
+        np.savez_compressed(split_root / f"{split}.npz", images=images, labels=labels.astype(np.int64))
+    (split_root / "classes.json").write_text(json.dumps(CIFAR_CLASSES))
+    return split_root

@@ -4,6 +4,8 @@ An archive may name a member `../../.bashrc` or `/etc/passwd`, or hold a symlink
 out of the folder, and be extracted over files it has no business touching. Every member is
 checked before anything is written; a bad one stops the extraction with a PipelineError
 naming it. A damaged archive (bad zip, truncated gzip) also becomes a one-line PipelineError.
+A failure can leave part of the archive in the target folder: callers extract into a staging
+folder and discard it.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ CORRUPT_ARCHIVE = (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFEr
 
 
 def extract(archive: Path, target: Path) -> None:
-    """Unpack a .zip, .tar, .tar.gz or .tgz into the folder `target`, which must be empty or absent."""
+    """Unpack a .zip, .tar, .tar.gz or .tgz into the folder `target` (created if absent)."""
     target.mkdir(parents=True, exist_ok=True)
     try:
         if archive.name.endswith(".zip"):
@@ -31,6 +33,8 @@ def extract(archive: Path, target: Path) -> None:
             extract_tar(archive, target)
         else:
             raise PipelineError(f"{archive}: not a .zip, .tar or .tar.gz file name")
+    except tarfile.FilterError as error:
+        raise PipelineError(f"{archive}: refusing member {error.tarinfo.name!r}: {error}") from None
     except CORRUPT_ARCHIVE as error:
         raise PipelineError(f"{archive}: corrupt or truncated archive ({error or type(error).__name__})") from None
 
@@ -50,12 +54,13 @@ def extract_zip(archive: Path, target: Path) -> None:
 
 def extract_tar(archive: Path, target: Path) -> None:
     with tarfile.open(archive) as tar:
-        members = tar.getmembers()  # reads the whole archive, so damage shows before any write
+        members = tar.getmembers()  # reads to the end, so a truncated archive fails before any write
         for member in members:
             check_tar_member(archive, member)
         with progress_bar(f"extract {archive.name}", sum(member.size for member in members)) as bar:
             for member in members:
-                # The "data" filter repeats the checks above and drops device files and set-uid bits.
+                # The "data" filter also resolves links already on disk (a link to "." followed by
+                # one to ".." passes the name checks above) and drops device files and set-uid bits.
                 tar.extract(member, target, filter="data")
                 bar.update(member.size)
 
@@ -76,16 +81,15 @@ def check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
     link = PurePosixPath(member.linkname)
     if link.is_absolute() or not stays_inside(base / link):
         kind = "symlink" if member.issym() else "hard link"
-        raise PipelineError(
-            f"{archive}: refusing member {member.name!r}: {kind} to {member.linkname!r} points outside the target folder"
-        )
+        raise PipelineError(f"{archive}: refusing member {member.name!r}: "
+                            f"{kind} to {member.linkname!r} points outside the target folder")
 
 
 def stays_inside(path: PurePosixPath) -> bool:
     """Whether a relative path, with its `..` steps applied in order, never climbs above its start."""
     depth = 0
     for part in path.parts:
-        depth += -1 if part == ".." else 0 if part == "." else 1
+        depth += -1 if part == ".." else 1
         if depth < 0:
             return False
     return True

@@ -39,7 +39,7 @@ EXPECTED_CONTENT = {
 }
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30  # per connection attempt and per read, so a stalled server cannot hang the stage
-ATTEMPTS = 5  # a dropped connection is resumed while each attempt brings new bytes
+ATTEMPTS = 5  # connections that may drop mid-transfer before the stage gives up
 
 
 def run(config: Config, source: str) -> None:
@@ -111,14 +111,16 @@ def download(config: Config, source: str, spec: Source, url: str) -> Path:
         final.unlink()
     partial = folder / f"{spec.filename}.part"
     for attempt in range(1, ATTEMPTS + 1):
-        before = file_size(partial)
         try:
             fetch_into(url, partial, spec.size)
             break
-        except (OSError, http.client.HTTPException) as error:
-            if file_size(partial) <= before or attempt == ATTEMPTS:
-                raise PipelineError(unreachable_message(url, spec.filename, error)) from None
-            log(f"connection lost after {file_size(partial)} bytes ({error}); resuming")
+        except urllib.error.URLError as error:  # refused, unknown host, an HTTP error status: a retry won't help
+            raise PipelineError(unreachable_message(url, spec.filename, error)) from None
+        except (OSError, http.client.HTTPException) as error:  # cut off mid-transfer: ask for the rest
+            if attempt == ATTEMPTS:
+                message = unreachable_message(url, spec.filename, error)
+                raise PipelineError(f"{message}; {partial.name} is kept and the next run resumes it") from None
+            log(f"connection lost at byte {file_size(partial)} ({error}); resuming")
     verify(partial, spec, source, delete_if_bad=True)
     partial.rename(final)
     return final
@@ -144,7 +146,8 @@ def fetch_into(url: str, partial: Path, expected_size: int | None) -> None:
             start = 0  # the server ignored Range and sends the whole file
         length = response.headers.get("Content-Length")
         end = start + int(length) if length else None
-        with partial.open("ab" if resumed else "wb") as out, archives.progress_bar(f"download {partial.stem}", end) as bar:
+        bar = archives.progress_bar(f"download {partial.stem}", end)
+        with partial.open("ab" if resumed else "wb") as out, bar:
             bar.update(start)
             while chunk := response.read(CHUNK_BYTES):
                 out.write(chunk)

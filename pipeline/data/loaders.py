@@ -17,13 +17,15 @@ from pipeline.config import Config
 from pipeline.errors import PipelineError
 
 CATS_DOGS_CLASSES = ["cats", "dogs"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def class_names(config: Config, task: str) -> list[str]:
     if task == "cats_dogs":
         return list(CATS_DOGS_CLASSES)
-    return json.loads((layout.split_dir(config, task) / "classes.json").read_text())
+    recorded = layout.split_dir(config, task) / "classes.json"
+    return json.loads(recorded.read_text()) if recorded.exists() else list(CIFAR10_CLASSES)
 
 
 def image_files(config: Config, task: str, split: str) -> tuple[list[Path], np.ndarray]:
@@ -40,8 +42,9 @@ def image_files(config: Config, task: str, split: str) -> tuple[list[Path], np.n
 
 
 def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """JPEG/PNG/BMP/GIF bytes -> (size, size, 3) float32 0..255, as every stage sees images."""
     raw = tf.io.read_file(path)
-    image = tf.io.decode_jpeg(raw, channels=3)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
     return tf.image.resize(image, (image_size, image_size))
 
 

@@ -1,0 +1,183 @@
+"""Stage split: sample sizes, broken files, seeds, the subset profile and the CIFAR-10 pickles."""
+import json
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from pipeline import layout
+from pipeline.__main__ import main
+from pipeline.config import SPLITS, load_config
+from pipeline.data import split
+from pipeline.errors import PipelineError
+from tests.fixtures import CIFAR_CLASSES, jpeg_bytes, make_cifar_tar, make_pet_images, set_params
+
+BAD_FILES = {"empty.jpg": "empty", "notes.txt": "not_an_image", "png_named.jpg": "not_jpeg",
+             "truncated.jpg": "truncated_or_corrupt"}
+
+
+def pet_config(project, available, **params):
+    """params.yaml with `params` set, and `available` good images per class plus the broken ones."""
+    set_params(project / "params.yaml", **params)
+    config = load_config()
+    make_pet_images(layout.raw_dir(config, "cats_dogs"), available)
+    return config
+
+
+def cifar_config(project, train_per_class=12, test_per_class=3, **params):
+    set_params(project / "params.yaml", **params)
+    config = load_config()
+    archive = make_cifar_tar(project / "cifar.tar.gz", train_per_class, test_per_class)
+    with tarfile.open(archive) as tar:
+        tar.extractall(layout.raw_dir(config, "cifar10"), filter="data")
+    return config
+
+
+def split_files(config):
+    """{split: {class: sorted file names}} of the cats_dogs split."""
+    root = layout.split_dir(config, "cats_dogs")
+    return {s: {c: sorted(p.name for p in (root / s / c).iterdir()) for c in ("cats", "dogs")} for s in SPLITS}
+
+
+def read_metrics(task):
+    return json.loads(layout.split_metrics(task).read_text())
+
+
+def test_cats_dogs_counts_and_ratios(project):
+    config = pet_config(project, 25, **{"split.cats_dogs.per_class": 20})
+    split.run(config, "cats_dogs")
+    files = split_files(config)
+    for name in ("cats", "dogs"):
+        assert [len(files[s][name]) for s in SPLITS] == [14, 3, 3]
+        assert len({f for s in SPLITS for f in files[s][name]}) == 20  # no file in two splits
+    source = layout.raw_dir(config, "cats_dogs") / "PetImages" / "Cat" / files["train"]["cats"][0]
+    copied = layout.split_dir(config, "cats_dogs") / "train" / "cats" / files["train"]["cats"][0]
+    assert copied.read_bytes() == source.read_bytes()
+    metrics = read_metrics("cats_dogs")
+    assert metrics["totals"] == {"train": 28, "val": 6, "test": 6}
+    assert metrics["counts"]["val"] == {"cats": 3, "dogs": 3}
+    assert metrics["seed"] == 42 and metrics["per_class"] == 20 and len(metrics["sha256"]) == 64
+    assert sorted(p.name for p in (config.data.root / "split").iterdir()) == ["cats_dogs"]  # no staging left
+
+
+def test_broken_files_are_left_out_counted_and_replaced(project):
+    # 20 wanted out of 20 good: every broken file is met on the way and must be replaced.
+    config = pet_config(project, 20, **{"split.cats_dogs.per_class": 20})
+    split.run(config, "cats_dogs")
+    files = split_files(config)
+    for name in ("cats", "dogs"):
+        kept = {f for s in SPLITS for f in files[s][name]}
+        assert kept == {f"{i}.jpg" for i in range(20)}
+    left_out = read_metrics("cats_dogs")["left_out"]
+    assert left_out["count"] == 8
+    assert left_out["by_reason"] == {reason: 2 for reason in BAD_FILES.values()}
+    assert left_out["files"] == sorted(f"{c}/{f}" for c in ("Cat", "Dog") for f in BAD_FILES)
+
+
+@pytest.mark.parametrize("name, reason", [*BAD_FILES.items(), ("0.jpg", None)])
+def test_jpeg_problem_names_the_reason(project, name, reason):
+    pet = make_pet_images(project, 1)
+    assert split.jpeg_problem(name, (pet / "Cat" / name).read_bytes()) == reason
+
+
+def test_jpeg_cut_inside_its_pixels_is_truncated_and_names_must_end_jpg():
+    data = jpeg_bytes(1, size=(256, 256))
+    assert split.jpeg_problem("1.jpg", data[: len(data) * 4 // 5]) == "truncated_or_corrupt"
+    assert split.jpeg_problem("1.jpeg", data) == "not_named_jpg"
+
+
+def test_same_seed_same_split_other_seed_differs(project):
+    config = pet_config(project, 30, **{"split.cats_dogs.per_class": 10})
+    split.run(config, "cats_dogs")
+    first, first_digest = split_files(config), read_metrics("cats_dogs")["sha256"]
+    split.run(config, "cats_dogs")  # replaces the existing split
+    assert split_files(config) == first
+    assert read_metrics("cats_dogs")["sha256"] == first_digest
+    set_params(project / "params.yaml", seed=7)
+    split.run(load_config(), "cats_dogs")
+    assert split_files(config) != first
+    assert read_metrics("cats_dogs")["sha256"] != first_digest
+
+
+def test_subset_profile_shrinks_both_tasks(project):
+    pet_config(project, 10)
+    config = cifar_config(project, **{"data.subset_per_class": 5})
+    split.run(config, "cats_dogs")
+    split.run(config, "cifar10")
+    assert read_metrics("cats_dogs")["totals"] == {"train": 6, "val": 2, "test": 2}
+    assert read_metrics("cifar10")["totals"] == {"train": 30, "val": 10, "test": 10}
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"split.cats_dogs.per_class": 15}, "split.cats_dogs.per_class"),
+    ({"data.subset_per_class": 15}, "data.subset_per_class"),
+])
+def test_too_few_images_exit_2_naming_the_key(project, capsys, params, key):
+    config = pet_config(project, 10, **params)
+    assert main(["split", "cats_dogs"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and key in errors[0] and "only 10 readable" in errors[0]
+    assert not (config.data.root / "split").exists() or not any((config.data.root / "split").iterdir())
+
+
+def test_missing_input_names_the_download_stage(project, capsys):
+    assert main(["split", "cifar10"]) == 1
+    assert "dvc repro download@cifar10" in capsys.readouterr().err
+
+
+def test_restricted_unpickler_refuses_other_globals(project):
+    class Exploit:
+        def __reduce__(self):
+            return os.system, ("touch exploited",)
+
+    path = project / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": Exploit()}, protocol=2))
+    with pytest.raises(PipelineError, match="refusing to load global .*system"):
+        split.read_pickle(path)
+    assert not (project / "exploited").exists()
+
+
+def test_cifar10_split_is_stratified(project):
+    fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
+    config = cifar_config(project, **{"split.cifar10.per_class": 15, "split.cifar10.fractions": fractions})
+    split.run(config, "cifar10")
+    root = layout.split_dir(config, "cifar10")
+    assert json.loads((root / "classes.json").read_text()) == CIFAR_CLASSES
+    pooled = []
+    for name, per_class in zip(SPLITS, (9, 3, 3)):
+        with np.load(root / f"{name}.npz") as arrays:
+            images, labels = arrays["images"], arrays["labels"]
+        assert images.dtype == np.uint8 and images.shape == (per_class * 10, 32, 32, 3)
+        assert labels.dtype == np.int64 and np.bincount(labels).tolist() == [per_class] * 10
+        pooled += [(image.tobytes(), label) for image, label in zip(images, labels)]
+    source = read_cifar_source(config)
+    assert sorted(pooled) == sorted(source)  # all 150 images, each once, with its own label
+    assert read_metrics("cifar10")["totals"] == {"train": 90, "val": 30, "test": 30}
+
+
+def read_cifar_source(config):
+    """(HWC image bytes, label) of every image in the raw pickles."""
+    folder = layout.raw_dir(config, "cifar10") / split.CIFAR_FOLDER
+    pairs = []
+    for name in split.CIFAR_BATCHES:
+        batch = pickle.loads((folder / name).read_bytes(), encoding="bytes")
+        images = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        pairs += [(image.tobytes(), label) for image, label in zip(images, batch[b"labels"])]
+    return pairs
+
+
+def test_cifar10_bad_batch_keeps_the_previous_split(project):
+    config = cifar_config(project, **{"split.cifar10.per_class": 15})
+    split.run(config, "cifar10")
+    before = read_metrics("cifar10")["sha256"]
+    batch = layout.raw_dir(config, "cifar10") / split.CIFAR_FOLDER / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])
+    with pytest.raises(PipelineError, match="data_batch_3"):
+        split.run(config, "cifar10")
+    batch.unlink()
+    with pytest.raises(PipelineError, match="data_batch_3: missing"):
+        split.run(config, "cifar10")
+    assert split.folder_digest(layout.split_dir(config, "cifar10")) == before
+    assert sorted(p.name for p in (config.data.root / "split").iterdir()) == ["cifar10"]
