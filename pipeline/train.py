@@ -64,6 +64,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.first_step = first_step
 
     def on_epoch_end(self, epoch, logs=None):
+        if mlflow.active_run() is None:  # a bare fit (tests, benchmarks) must not open a stray run
+            return
         mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=self.first_step + epoch + 1)
 
 

@@ -95,5 +95,7 @@ def stays_inside(path: PurePosixPath) -> bool:
     return True
 
 
-def progress_bar(description: str, total: int | None) -> tqdm:
-    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024)
+def progress_bar(description: str, total: int | None, unit: str = "B") -> tqdm:
+    """A tqdm bar on stderr; byte counts are shown as KB, MB, GB."""
+    in_bytes = unit == "B"
+    return tqdm(total=total, desc=description, unit=unit, unit_scale=in_bytes, unit_divisor=1024)

@@ -220,7 +220,7 @@ def check_listed_files(sums: Path, root: Path) -> None:
         if not parts or parts[0] != "PetImages" or ".." in parts or len(expected) != 64:
             raise PipelineError(f"{sums} line {number}: expected '<sha256>  PetImages/<Class>/<file>'")
         listed[name] = expected.lower()
-    with archives.progress_bar(f"verify {sums.parent.name}", len(listed)) as bar:
+    with archives.progress_bar(f"verify {sums.parent.name}", len(listed), unit="file") as bar:
         for name, expected in listed.items():
             path = root / name
             if not path.is_file():

@@ -1,0 +1,78 @@
+"""Stage visualize@<model>: the figures of one trained model, logged into its MLflow run.
+
+reports/figures/<model>/ receives: the learning curves, the activations of the first
+layers for one test image, filter patterns by gradient ascent, and Grad-CAM heat maps.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import mlflow
+from tqdm import tqdm
+
+from pipeline import layout, tracking
+from pipeline.config import Config
+from pipeline.data import loaders
+from pipeline.errors import PipelineError
+from pipeline.models import REGISTRY
+from pipeline.visualize.activations import save_activations
+from pipeline.visualize.curves import plot_history
+from pipeline.visualize.filters import default_filter_layers, save_filter_patterns
+from pipeline.visualize.gradcam import save_gradcam
+
+
+def load_trained(name: str) -> keras.Model:
+    path = layout.model_file(name)
+    if not path.exists():
+        raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
+    return keras.saving.load_model(path, compile=False)
+
+
+def draw_filters(config: Config, name: str, model: keras.Model, out_dir: Path) -> dict:
+    """filters_<layer>.png per chosen layer; the mean responses before and after the ascent."""
+    params = config.visualize
+    layer_names = params.filter_layers.get(name) or default_filter_layers(model)
+    summary = {}
+    for layer_name in tqdm(layer_names, desc=f"{name} filter patterns", unit="layer"):
+        patterns = save_filter_patterns(model, layer_name, params.filters_per_layer, params.ascent_steps,
+                                        params.ascent_step_size, out_dir, progress=True)
+        summary[layer_name] = {"filters": patterns.filters, "mean_before": patterns.before.round(4).tolist(),
+                               "mean_after": patterns.after.round(4).tolist()}
+    return summary
+
+
+def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -> None:
+    task = REGISTRY[name].task
+    images, labels = loaders.load_arrays(config, task, "test", config.model(name).image_size)
+    classes = loaders.class_names(config, task)
+    plot_history(layout.history_file(name), out_dir / "curves.png", title=f"{name}: learning curves")
+    save_activations(model, images[0], config.visualize.activation_layers, out_dir,
+                     label=f"(test image 0, {classes[labels[0]]})")
+    save_gradcam(model, images, labels, classes, config.visualize.gradcam_images_per_class, out_dir)
+    summary = draw_filters(config, name, model, out_dir)
+    (out_dir / "filters.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def replace_folder(built: Path, target: Path) -> None:
+    """Swap the new figure set in at once: a failed run leaves the old set or none, never half."""
+    shutil.rmtree(target, ignore_errors=True)
+    built.rename(target)
+
+
+def run(config: Config, name: str) -> None:
+    model = load_trained(name)
+    target = layout.figures_dir(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as scratch:
+        built = Path(scratch) / name
+        built.mkdir()
+        draw_figures(config, name, model, built)
+        replace_folder(built, target)
+    with tracking.model_run(name, REGISTRY[name].task, "visualize"):
+        mlflow.log_artifacts(str(target), "figures")
+    print(f"{name}: {len(list(target.glob('*.png')))} figures in {target}")
+

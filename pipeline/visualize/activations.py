@@ -51,7 +51,7 @@ def feature_model(model: keras.Model, layer_names: list[str], at: str = "output"
     base, preprocess = conv_base(model)
     tensors = [getattr(base.get_layer(name), at) for name in layer_names]
     if preprocess is None:
-        return keras.Model(model.inputs, tensors)
+        return keras.Model(model.inputs[0], tensors)
     # Nested base: build pixels -> preprocess -> (the base cut at those layers).
     inputs = keras.Input(shape=model.inputs[0].shape[1:])
     return keras.Model(inputs, keras.Model(base.inputs, tensors)(preprocess(inputs)))

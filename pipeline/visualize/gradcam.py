@@ -54,7 +54,7 @@ def gradcam_model(model: keras.Model, layer_name: str) -> keras.Model:
     dense = classifier_layer(model)
     base, preprocess = conv_base(model)
     if preprocess is None:
-        return keras.Model(model.inputs, [model.get_layer(layer_name).output, dense.input])
+        return keras.Model(model.inputs[0], [model.get_layer(layer_name).output, dense.input])
     head = model.layers[-1]
     inputs = keras.Input(shape=model.inputs[0].shape[1:])
     maps, features = keras.Model(base.inputs, [base.get_layer(layer_name).output, base.outputs[0]])(

@@ -1,0 +1,258 @@
+"""Stage tune@<model>: an Optuna search of epochs, learning rate and batch size.
+
+The study lives in a database (SQLite by default, any SQLAlchemy URL, PostgreSQL for several
+workers at once), so a killed search resumes where it stopped and several processes, on one
+machine or many, can work on the same study. Every trial reports its validation accuracy after
+each epoch, and the pruner stops the ones that fall behind. MLflow gets one parent run per
+invocation and a nested run per trial. The best hyperparameters go to tuned/<model>.json,
+which train@<model> reads when train.use_tuned is true.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import keras
+import mlflow
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from pipeline import layout, tracking
+from pipeline.config import Config, Tune
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.models import get_spec
+from pipeline.train import Hyperparameters, fit_model, vgg16_weights
+
+STORAGE_ENV = "OPTUNA_STORAGE"  # overrides tune.storage, e.g. a shared PostgreSQL for many workers
+N_TRIALS_ENV = "TUNE_N_TRIALS"  # overrides tune.n_trials (the MLproject's n_trials parameter)
+MONITOR = "val_accuracy"
+HEARTBEAT_S = 30  # a running trial proves its worker alive this often...
+GRACE_S = 120  # ...and one silent this long is failed (its worker died) and queued again once
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that count towards n_trials
+RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+
+# Heartbeats, the retry callback and the matplotlib plots are marked experimental; they work.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class ReportToTrial(keras.callbacks.Callback):
+    """Report the validation accuracy after each epoch; end the trial when the pruner says so.
+
+    optuna_integration's KerasPruningCallback reports Keras' epoch index, which starts again at
+    0 in every phase of a two-phase (fine-tuning) fit; this one counts epochs across phases.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str = MONITOR):
+        super().__init__()
+        self.trial, self.monitor = trial, monitor
+        self.epochs = 0  # epochs trained so far, over all phases
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise PipelineError(f"'{self.monitor}' is not among the epoch's metrics: {sorted(logs or {})}")
+        self.trial.report(float(value), step=self.epochs - 1)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {self.epochs} ({self.monitor} {float(value):.4f})")
+
+
+def study_name(model: str) -> str:
+    return f"tune-{model}"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def storage_url(config: Config) -> str:
+    return os.environ.get(STORAGE_ENV) or config.tune.storage
+
+
+def n_trials(config: Config) -> int:
+    raw = os.environ.get(N_TRIALS_ENV)
+    if not raw:
+        return config.tune.n_trials
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{N_TRIALS_ENV}: must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
+
+
+def open_storage(url: str) -> RDBStorage:
+    """The study's database. The heartbeat tells a trial whose worker died (left RUNNING
+    forever) from a live one: once silent for GRACE_S it is failed and re-queued once."""
+    key = STORAGE_ENV if os.environ.get(STORAGE_ENV) else "tune.storage"
+    try:
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as error:
+        raise ConfigError(f"{key}: not a usable SQLAlchemy URL ({error})") from None
+    except sqlalchemy.exc.OperationalError as error:
+        raise PipelineError(f"{key}: cannot open the study database: {error.orig}") from None
+
+
+def max_epochs(config: Config, model: str) -> int:
+    """The most epochs one trial can train: the searched ones plus any fine-tuning phase."""
+    fine_tune = config.model(model).fine_tune
+    return int(config.tune.epochs.high) + (fine_tune.epochs if fine_tune else 0)
+
+
+def make_pruner(config: Config, model: str) -> optuna.pruners.BasePruner:
+    if config.tune.pruner == "median":
+        # Two full trials first, and never judge a trial on its first epoch alone.
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if config.tune.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs(config, model))
+    return optuna.pruners.NopPruner()
+
+
+def load_study(config: Config, model: str, storage: RDBStorage) -> optuna.Study:
+    """Create the study, or load it with its finished trials when it already exists."""
+    study = optuna.create_study(study_name=study_name(model), storage=storage, direction="maximize",
+                                load_if_exists=True)
+    # A resumed search (or another worker) must not redraw the same first random points, so
+    # the seed moves on with the trials already there; a fresh study uses the params' seed.
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+    study.pruner = make_pruner(config, model)
+    return study
+
+
+def suggest(trial: optuna.Trial, space: Tune) -> Hyperparameters:
+    return Hyperparameters(
+        epochs=trial.suggest_int("epochs", int(space.epochs.low), int(space.epochs.high)),
+        learning_rate=trial.suggest_float("learning_rate", space.learning_rate.low, space.learning_rate.high,
+                                          log=True),
+        batch_size=trial.suggest_categorical("batch_size", list(space.batch_size)),
+    )
+
+
+def make_objective(config: Config, model: str):
+    """Train one trial's model inside its own nested MLflow run; the value is the best val_accuracy."""
+
+    def objective(trial: optuna.Trial) -> float:
+        hp = suggest(trial, config.tune)
+        trial.set_user_attr("worker", worker_id())
+        reporter = ReportToTrial(trial)
+        state = TrialState.FAIL
+        mlflow.start_run(nested=True, run_name=f"trial-{trial.number}",
+                         tags={"trial": trial.number, "worker": worker_id(), "study": study_name(model)})
+        try:
+            mlflow.log_params(asdict(hp))
+            with tempfile.TemporaryDirectory(prefix=f"{model}-trial-{trial.number}-") as workdir:
+                _, history = fit_model(config, model, hp, workdir=Path(workdir), callbacks=(reporter,))
+            value = float(history[MONITOR].max())
+            mlflow.log_metric(f"best_{MONITOR}", value)
+            state = TrialState.COMPLETE
+            return value
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+            raise
+        finally:
+            trial.set_user_attr("epochs_trained", reporter.epochs)
+            mlflow.set_tag("state", state.name)
+            mlflow.end_run(RUN_STATUS[state])
+            keras.backend.clear_session()  # the next trial builds its model on a clean slate
+
+    return objective
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    return {state.name.lower(): states.count(state) for state in (*FINISHED, TrialState.FAIL)}
+
+
+def n_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def search_params(config: Config, target: int) -> dict:
+    space = config.tune
+    return {"n_trials": target, "pruner": space.pruner, "timeout_s": space.timeout_s, "seed": config.seed,
+            "epochs_range": f"{int(space.epochs.low)}..{int(space.epochs.high)}",
+            "learning_rate_range": f"{space.learning_rate.low:g}..{space.learning_rate.high:g}",
+            "batch_size_choices": ",".join(map(str, space.batch_size))}
+
+
+def write_tuned(path: Path, study: optuna.Study) -> dict:
+    """The best trial's hyperparameters, written whole or not at all (temp file + rename)."""
+    best = study.best_trial
+    record = {**{key: best.params[key] for key in ("epochs", "learning_rate", "batch_size")},
+              "value": best.value, "trial": best.number, "study": study.study_name}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
+    return record
+
+
+def log_plots(study: optuna.Study) -> None:
+    """Optuna's optimisation history and, once two trials completed, the parameter importances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    figures = {"optimization_history": plots.plot_optimization_history}
+    if counts(study)["complete"] >= 2:
+        figures["param_importances"] = plots.plot_param_importances
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, plot in figures.items():
+            axes = plot(study)
+            axes.figure.savefig(Path(scratch) / f"{name}.png", dpi=100, bbox_inches="tight")
+            plt.close(axes.figure)
+        mlflow.log_artifacts(scratch, "figures")
+
+
+def log_summary(study: optuna.Study, record: dict) -> None:
+    mlflow.log_params({f"best_{key}": record[key] for key in ("epochs", "learning_rate", "batch_size")})
+    mlflow.log_metrics({"best_value": record["value"], "best_trial": record["trial"],
+                        **{f"trials_{state}": count for state, count in counts(study).items()}})
+    mlflow.set_tag("best_trial", record["trial"])
+    log_plots(study)
+
+
+def check_inputs(config: Config, model: str) -> None:
+    """Fail once, before the search, rather than in every trial."""
+    spec = get_spec(model)
+    split = layout.split_dir(config, spec.task)
+    if not split.is_dir():
+        raise PipelineError(f"{split}: not found; run `dvc repro split@{spec.task}` first")
+    if spec.uses_vgg16:
+        vgg16_weights(config)
+
+
+def run(config: Config, model: str) -> None:
+    check_inputs(config, model)
+    target = n_trials(config)
+    url = storage_url(config)
+    study = load_study(config, model, open_storage(url))
+    remaining = max(target - n_finished(study), 0)
+    print(f"{study.study_name}: {len(study.trials)} trials already in the study, {remaining} to run")
+
+    task = get_spec(model).task
+    tracking.use_experiment(task)
+    tags = {"model": model, "task": task, "dvc_stage": f"tune@{model}", "study": study.study_name,
+            "storage": sqlalchemy.engine.make_url(url).render_as_string(hide_password=True),
+            "worker": worker_id()}
+    with mlflow.start_run(run_name=study.study_name, tags=tags):
+        mlflow.log_params(search_params(config, target))
+        if remaining:
+            # n_trials bounds this worker; the callback stops it once all workers together reach it.
+            study.optimize(make_objective(config, model), n_trials=remaining, timeout=config.tune.timeout_s,
+                           catch=(PipelineError,), gc_after_trial=True,
+                           callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)])
+        if counts(study)["complete"] == 0:
+            raise PipelineError(f"{study.study_name}: no trial completed ({counts(study)}); see its runs in MLflow")
+        record = write_tuned(layout.tuned_file(model), study)
+        log_summary(study, record)
+    print(f"{model}: best {MONITOR} {record['value']:.4f} (trial {record['trial']}: epochs {record['epochs']}, "
+          f"learning_rate {record['learning_rate']:.3g}, batch_size {record['batch_size']}); "
+          f"{counts(study)} -> {layout.tuned_file(model)}")

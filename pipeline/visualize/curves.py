@@ -1,0 +1,80 @@
+"""Learning curves: loss and accuracy per epoch, for one model or several side by side."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+DPI = 100
+
+History = pd.DataFrame | dict | str | Path
+
+
+def read_history(history: History) -> pd.DataFrame:
+    """A history CSV (epoch, loss, accuracy, val_loss, val_accuracy[, phase]) as a frame."""
+    if isinstance(history, (str, Path)):
+        frame = pd.read_csv(history)
+    else:
+        frame = pd.DataFrame(history)
+    if "epoch" not in frame:
+        frame["epoch"] = range(1, len(frame) + 1)
+    return frame
+
+
+def phase_starts(frame: pd.DataFrame) -> list[tuple[float, str]]:
+    """(x position, phase name) where a new training phase begins, e.g. fine-tuning."""
+    if "phase" not in frame:
+        return []
+    changed = frame["phase"].ne(frame["phase"].shift()) & (frame.index > frame.index[0])
+    return [(epoch - 0.5, str(phase)) for epoch, phase in zip(frame["epoch"][changed], frame["phase"][changed])]
+
+
+def plot_history(history: History, out_png: Path, title: str | None = None) -> Path:
+    """Two panels, loss and accuracy, train and validation; phase changes marked."""
+    frame = read_history(history).reset_index(drop=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=DPI)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(frame["epoch"], frame[metric], "o-", markersize=3, label="train")
+        ax.plot(frame["epoch"], frame[f"val_{metric}"], "s-", markersize=3, label="validation")
+        for x, phase in phase_starts(frame):
+            ax.axvline(x, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"{phase.replace('_', '-')} starts", (x, 1), xycoords=("data", "axes fraction"),
+                        xytext=(3, -12), textcoords="offset points", fontsize=8, color="dimgrey")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or "learning curves")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=DPI)
+    plt.close(fig)
+    return out_png
+
+
+def compare_models(histories: dict[str, History], out_png: Path, title: str | None = None) -> Path:
+    """Validation accuracy and loss of several models on one figure, one line per model."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=DPI)
+    for name, history in histories.items():
+        frame = read_history(history)
+        for ax, metric in zip(axes, ("val_accuracy", "val_loss")):
+            ax.plot(frame["epoch"], frame[metric], "o-", markersize=3, label=name)
+    for ax, metric in zip(axes, ("validation accuracy", "validation loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "models compared")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=DPI)
+    plt.close(fig)
+    return out_png
