@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 import mlflow
+import mlflow.keras.save
+import numpy as np
 
 from pipeline import layout
 from pipeline.errors import PipelineError
@@ -73,3 +75,23 @@ def model_run(model: str, task: str, stage: str):
     with run:
         mlflow.set_tag(f"dvc_stage.{stage}", f"{stage}@{model}")
         yield run
+
+
+def _save_example_into_new_folder(save_example):
+    """mlflow.keras (3.17) writes the input example before creating the model folder; create it first."""
+    def wrapper(mlflow_model, input_example, path, *args, **kwargs):
+        os.makedirs(path, exist_ok=True)
+        return save_example(mlflow_model, input_example, path, *args, **kwargs)
+
+    return wrapper
+
+
+if not hasattr(mlflow.keras.save._save_example, "__wrapped__"):
+    mlflow.keras.save._save_example = _save_example_into_new_folder(mlflow.keras.save._save_example)
+    mlflow.keras.save._save_example.__wrapped__ = True
+
+
+def log_keras_model(model, example: np.ndarray) -> None:
+    """Log a Keras model to the active run with its signature and an input example."""
+    signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
+    mlflow.keras.log_model(model, name="model", signature=signature, input_example=example)

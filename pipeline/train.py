@@ -273,8 +273,7 @@ def log_model(model: keras.Model, config: Config, name: str) -> None:
     """The whole model (base + head) through MLflow's Keras flavour, usable on raw images."""
     size = config.model(name).image_size
     example = np.full((1, size, size, 3), 127.0, dtype=np.float32)
-    signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
-    mlflow.keras.log_model(model, name="model", signature=signature, input_example=example)
+    tracking.log_keras_model(model, example)
 
 
 def write_outputs(name: str, model: keras.Model, history: pd.DataFrame, metrics: dict) -> None:

@@ -70,7 +70,8 @@ def mean_response(maps: tf.Tensor, filters: tf.Tensor) -> tf.Tensor:
     border = min(2, (min(maps.shape[1], maps.shape[2]) - 1) // 4)
     if border:
         maps = maps[:, border:-border, border:-border, :]
-    chosen = tf.reduce_sum(maps * tf.one_hot(filters, maps.shape[-1]), axis=-1)
+    mask = tf.one_hot(filters, maps.shape[-1])[:, tf.newaxis, tf.newaxis, :]
+    chosen = tf.reduce_sum(maps * mask, axis=-1)
     return tf.reduce_mean(chosen, axis=(1, 2))
 
 

@@ -89,8 +89,9 @@ def gradcam(model: keras.Model, images: np.ndarray, layer_name: str | None = Non
         maps, features = grad_model(images, training=False)
         logits = tf.matmul(features, dense.kernel) + dense.bias
         predicted, score = class_scores(logits)
-    # Images do not interact at inference, so one gradient of the sum gives each image's own.
-    grads = tape.gradient(tf.reduce_sum(score), maps)
+        # Images do not interact at inference, so the gradient of the sum gives each image's own.
+        total = tf.reduce_sum(score)
+    grads = tape.gradient(total, maps)
     channel_weights = tf.reduce_mean(grads, axis=(1, 2))
     heat = tf.nn.relu(tf.einsum("nhwc,nc->nhw", maps, channel_weights))
     heat = heat / tf.maximum(tf.reduce_max(heat, axis=(1, 2), keepdims=True), 1e-12)
