@@ -9,6 +9,7 @@ which train@<model> reads when train.use_tuned is true.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -38,8 +39,13 @@ GRACE_S = 120  # ...and one silent this long is failed (its worker died) and que
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that count towards n_trials
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
-# Heartbeats, the retry callback and the matplotlib plots are marked experimental; they work.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+@contextlib.contextmanager
+def experimental_allowed():
+    """Heartbeats, the retry callback and the matplotlib plots are marked experimental; they work."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 class ReportToTrial(keras.callbacks.Callback):
@@ -90,8 +96,9 @@ def open_storage(url: str) -> RDBStorage:
     forever) from a live one: once silent for GRACE_S it is failed and re-queued once."""
     key = STORAGE_ENV if os.environ.get(STORAGE_ENV) else "tune.storage"
     try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        with experimental_allowed():
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as error:
         raise ConfigError(f"{key}: not a usable SQLAlchemy URL ({error})") from None
     except sqlalchemy.exc.OperationalError as error:
@@ -203,7 +210,7 @@ def log_plots(study: optuna.Study) -> None:
     figures = {"optimization_history": plots.plot_optimization_history}
     if counts(study)["complete"] >= 2:
         figures["param_importances"] = plots.plot_param_importances
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, experimental_allowed():
         for name, plot in figures.items():
             axes = plot(study)
             axes.figure.savefig(Path(scratch) / f"{name}.png", dpi=100, bbox_inches="tight")

@@ -1,0 +1,213 @@
+"""tune@<model>: a tiny Optuna study end to end on a fake CIFAR-10 split, its MLflow runs, the
+tuned file that training reads, resuming a killed search, pruning, and bad search ranges."""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from pipeline import tune
+from pipeline.__main__ import main
+from pipeline.config import load_config
+from pipeline.train import Hyperparameters, hyperparameters
+from tests.conftest import ROOT
+from tests.fixtures import CIFAR_CLASSES, set_params
+
+MODEL = "cifar10_naive"
+STUDY = "tune-cifar10_naive"
+SEARCH = {"tune.n_trials": 3, "tune.epochs": {"low": 1, "high": 2},
+          "tune.learning_rate": {"low": 0.0001, "high": 0.01}, "tune.batch_size": [16, 32],
+          "tune.pruner": "median", "tune.storage": "sqlite:///optuna.db"}
+
+
+def write_cifar_split(root: Path, sizes: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """data/split/cifar10/{train,val,test}.npz and classes.json, as the split stage writes them.
+
+    Each class is a faint colour under strong noise: learnable, but not in two epochs.
+    """
+    folder = root / "data" / "split" / "cifar10"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, size=(10, 1, 1, 3))
+    for split, per_class in (sizes or {"train": 20, "val": 5, "test": 5}).items():
+        labels = np.repeat(np.arange(10), per_class)
+        noise = rng.integers(0, 256, size=(len(labels), 32, 32, 3))
+        images = (0.8 * noise + 0.2 * colours[labels]).astype(np.uint8)
+        np.savez_compressed(folder / f"{split}.npz", images=images, labels=labels.astype(np.int64))
+    (folder / "classes.json").write_text(json.dumps(CIFAR_CLASSES) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_study(project):
+    """A project with a fake split and a search small enough for a test."""
+    write_cifar_split(project)
+    set_params(project / "params.yaml", **SEARCH)
+    return project
+
+
+def load(project: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{project / 'optuna.db'}")
+
+
+def runs_of(parent_id: str):
+    return mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def parent_runs():
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    return mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.runName = '{STUDY}'")
+
+
+def test_study_end_to_end(tiny_study):
+    assert main(["tune", MODEL]) == 0
+
+    study = load(tiny_study)
+    finished = study.get_trials(states=tune.FINISHED)
+    assert len(finished) == 3
+    assert all(trial.user_attrs["worker"].endswith(f":{os.getpid()}") for trial in finished)
+
+    # One parent run, a nested run per trial carrying its params, state and per-epoch metrics.
+    parents = parent_runs()
+    assert len(parents) == 1
+    parent = parents.iloc[0]
+    children = runs_of(parent.run_id)
+    assert sorted(children["tags.mlflow.runName"]) == ["trial-0", "trial-1", "trial-2"]
+    client = mlflow.MlflowClient()
+    for trial in study.trials:
+        child = children[children["tags.mlflow.runName"] == f"trial-{trial.number}"].iloc[0]
+        assert child["tags.state"] == trial.state.name
+        assert int(child["params.epochs"]) == trial.params["epochs"]
+        assert int(child["params.batch_size"]) == trial.params["batch_size"]
+        steps = [m.step for m in client.get_metric_history(child.run_id, "val_accuracy")]
+        assert steps == list(range(1, trial.user_attrs["epochs_trained"] + 1))
+
+    best = study.best_trial
+    assert parent["metrics.best_value"] == pytest.approx(best.value)
+    assert int(parent["params.best_epochs"]) == best.params["epochs"]
+    artifacts = {a.path for a in client.list_artifacts(parent.run_id, "figures")}
+    assert "figures/optimization_history.png" in artifacts
+    if len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2:
+        assert "figures/param_importances.png" in artifacts
+
+    # The best trial's hyperparameters, which training takes when told to.
+    record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
+    assert record == {**best.params, "value": best.value, "trial": best.number, "study": STUDY}
+    set_params(tiny_study / "params.yaml", **{"train.use_tuned": True})
+    assert hyperparameters(load_config(), MODEL) == Hyperparameters(**best.params)
+
+
+def count_trials(database: Path, state: str) -> int:
+    """Read the study database directly: no Optuna storage set-up racing the running worker."""
+    try:
+        with sqlite3.connect(database, timeout=1) as connection:
+            return connection.execute("SELECT count(*) FROM trials WHERE state = ?", (state,)).fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet, or locked for a moment
+        return 0
+
+
+def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
+    environment = {**os.environ, tune.N_TRIALS_ENV: "20", "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, "-m", "pipeline", "tune", MODEL], cwd=tiny_study, env=environment,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        database = tiny_study / "optuna.db"
+        # Kill it (as a crash would) once a trial has finished and the next one is training.
+        while count_trials(database, "COMPLETE") < 1 or count_trials(database, "RUNNING") < 1:
+            assert worker.poll() is None, "the search ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+        worker.kill()
+    finally:
+        worker.kill()
+        worker.wait()
+
+    before = load(tiny_study)
+    kept = {t.number: (t.state, t.value, t.params) for t in before.get_trials(states=tune.FINISHED)}
+    (orphan,) = before.get_trials(states=(TrialState.RUNNING,))
+
+    # A short heartbeat grace lets this test see the orphan failed and retried without waiting.
+    monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune, "GRACE_S", 2)
+    time.sleep(2)
+    assert main(["tune", MODEL]) == 0  # tune.n_trials is 3
+
+    after = load(tiny_study)
+    finished = after.get_trials(states=tune.FINISHED)
+    assert len(finished) == 3
+    assert {t.number: (t.state, t.value, t.params) for t in finished if t.number in kept} == kept
+    assert after.trials[orphan.number].state == TrialState.FAIL
+    retried = [t for t in finished if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retried) == 1 and retried[0].params == orphan.params
+    assert len(after.trials) == len(kept) + 1 + (3 - len(kept))
+
+
+def seed_good_trials(project: Path, count: int = 2) -> None:
+    """Trials that scored a perfect 1.0 at every epoch: any real trial falls below their median."""
+    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{project / 'optuna.db'}",
+                                direction="maximize")
+    distributions = {"epochs": IntDistribution(2, 2), "learning_rate": FloatDistribution(0.0001, 0.01, log=True),
+                     "batch_size": CategoricalDistribution([16, 32])}
+    for _ in range(count):
+        study.add_trial(optuna.trial.create_trial(
+            params={"epochs": 2, "learning_rate": 0.001, "batch_size": 32}, distributions=distributions,
+            value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
+
+
+def test_trial_below_the_median_is_pruned(tiny_study):
+    set_params(tiny_study / "params.yaml", **{"tune.epochs": {"low": 2, "high": 2}})
+    seed_good_trials(tiny_study)
+    assert main(["tune", MODEL]) == 0  # one trial left to run of 3
+
+    trial = load(tiny_study).trials[2]
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["epochs_trained"] == 2  # the median pruner waits one epoch before judging
+    children = runs_of(parent_runs().iloc[0].run_id)
+    assert children["tags.state"].tolist() == ["PRUNED"]
+    assert children["status"].tolist() == ["KILLED"]
+    record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
+    assert (record["trial"], record["value"]) == (0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"tune.learning_rate": {"low": 0.01, "high": 0.001}}, "tune.learning_rate"),
+        ({"tune.learning_rate": {"low": 0.0, "high": 0.01}}, "tune.learning_rate"),
+        ({"tune.learning_rate": {"low": -0.001, "high": 0.01}}, "tune.learning_rate"),
+        ({"tune.epochs": {"low": 5, "high": 2}}, "tune.epochs"),
+        ({"tune.epochs": {"low": 0, "high": 2}}, "tune.epochs"),
+        ({"tune.batch_size": []}, "tune.batch_size"),
+        ({"tune.batch_size": [32, 0]}, "tune.batch_size"),
+        ({"tune.n_trials": 0}, "tune.n_trials"),
+        ({"tune.pruner": "percentile"}, "tune.pruner"),
+        ({"tune.storage": "not a database url"}, "tune.storage"),
+    ],
+)
+def test_bad_search_settings_exit_2_naming_the_key(tiny_study, capsys, override, key):
+    set_params(tiny_study / "params.yaml", **override)
+    assert main(["tune", MODEL]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ") and key in err[0]
+
+
+def test_bad_trial_count_override_exits_2(tiny_study, capsys, monkeypatch):
+    monkeypatch.setenv(tune.N_TRIALS_ENV, "many")
+    assert main(["tune", MODEL]) == 2
+    assert tune.N_TRIALS_ENV in capsys.readouterr().err
+
+
+def test_missing_split_says_which_stage_to_run(project, capsys):
+    assert main(["tune", MODEL]) == 1
+    assert "split@cifar10" in capsys.readouterr().err
