@@ -1,0 +1,131 @@
+"""Evaluation: test metrics, DVC's confusion plot, logging into the training run, one-line errors."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipeline import evaluate, layout, train
+from pipeline.__main__ import main
+from pipeline.config import load_config
+from pipeline.data import loaders
+from tests.fixtures import CIFAR_CLASSES, make_cats_dogs_split, make_cifar10_split, set_params
+
+# model -> (task, classes, how to build its split, its params for a tiny run)
+TINY = {
+    "cifar10_naive": ("cifar10", CIFAR_CLASSES,
+                      lambda root: make_cifar10_split(root, {"train": 4, "val": 1, "test": 2}),
+                      {"epochs": 1, "batch_size": 16}),
+    "cats_dogs_naive": ("cats_dogs", ["cats", "dogs"],
+                        lambda root: make_cats_dogs_split(root, {"train": 6, "val": 2, "test": 3}),
+                        {"epochs": 1, "batch_size": 8, "image_size": 48}),
+}
+
+
+def tiny_project(project, name):
+    task, _, make_split, params = TINY[name]
+    make_split(project / "data" / "split" / task)
+    set_params(project / "params.yaml", **{f"train.{name}.{key}": value for key, value in params.items()})
+    return load_config(project / "params.yaml")
+
+
+def experiment_runs(task):
+    return mlflow.search_runs(experiment_names=[task])
+
+
+def dvc_confusion_plot(project, csv_path):
+    """What `dvc plots show` makes of the CSV with the confusion template, as DVC's JSON."""
+    repo = project / "dvc_repo"
+    (repo / csv_path).parent.mkdir(parents=True)
+    shutil.copy(csv_path, repo / csv_path)
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
+    shown = subprocess.run([*dvc, "plots", "show", "--json", "--template", "confusion", "-x", "actual",
+                            "-y", "predicted", str(csv_path)], cwd=repo, env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(project, name):
+    task, classes, _, _ = TINY[name]
+    config = tiny_project(project, name)
+    train.run(config, name)
+    run_id = layout.run_id_file(name).read_text().strip()
+    assert len(experiment_runs(task)) == 1
+
+    evaluate.run(config, name)
+
+    _, labels = loaders.load_arrays(config, task, "test", config.model(name).image_size)
+    metrics = json.loads(layout.eval_metrics(name).read_text())
+    assert metrics["test_size"] == len(labels)
+    assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] >= 0
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert set(metrics["per_class"]) == set(classes)
+    for index, cls in enumerate(classes):
+        values = metrics["per_class"][cls]
+        assert set(values) == {"precision", "recall", "f1", "support"}
+        assert values["support"] == int((labels == index).sum())
+        assert all(0 <= values[key] <= 1 for key in ("precision", "recall", "f1"))
+    if len(classes) == 2:
+        assert 0 <= metrics["test_roc_auc"] <= 1
+    else:
+        assert "test_roc_auc" not in metrics
+
+    # One row per test image; the matrix it makes agrees with the metrics.
+    confusion = pd.read_csv(layout.confusion_file(name))
+    assert list(confusion.columns) == ["actual", "predicted"]
+    assert len(confusion) == len(labels)
+    assert sorted(confusion["actual"]) == sorted(classes[i] for i in labels)
+    assert set(confusion["predicted"]) <= set(classes)
+    matrix = pd.crosstab(confusion["actual"], confusion["predicted"])
+    assert matrix.to_numpy().sum() == len(labels)
+    correct = confusion["actual"] == confusion["predicted"]
+    assert metrics["test_accuracy"] == pytest.approx(correct.mean())
+    for cls in classes:
+        actual = confusion["actual"] == cls
+        assert metrics["per_class"][cls]["recall"] == pytest.approx((correct & actual).sum() / actual.sum())
+    assert layout.confusion_file(name).with_suffix(".png").stat().st_size > 0
+
+    # DVC reads it as its confusion plot: one datapoint per row, with actual and predicted.
+    plot = dvc_confusion_plot(project, layout.confusion_file(name))
+    (entry,) = plot["data"][layout.confusion_file(name).as_posix()]
+    values = entry["content"]["data"]["values"]
+    assert len(values) == len(labels)
+    assert sorted((v["actual"], v["predicted"]) for v in values) == \
+        sorted(zip(confusion["actual"], confusion["predicted"]))
+
+    # Logged into the training run itself: no new run, same id.
+    runs = experiment_runs(task)
+    assert list(runs["run_id"]) == [run_id]
+    assert layout.run_id_file(name).read_text().strip() == run_id
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dvc_stage.evaluate"] == f"evaluate@{name}"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert run.data.metrics["test_loss"] == pytest.approx(metrics["test_loss"])
+    if len(classes) == 2:
+        assert run.data.metrics["test_roc_auc"] == pytest.approx(metrics["test_roc_auc"])
+    for cls in classes:
+        for key in ("precision", "recall", "f1"):
+            assert run.data.metrics[f"test_{key}_{cls}"] == pytest.approx(metrics["per_class"][cls][key])
+    assert "best_val_accuracy" in run.data.metrics  # the training's own metrics are still there
+    client = mlflow.MlflowClient()
+    assert f"figures/{name}.png" in {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert f"metrics/{name}.json" in {a.path for a in client.list_artifacts(run_id, "metrics")}
+
+
+def test_missing_model_is_one_error_line(project, capsys):
+    tiny_project(project, "cifar10_naive")
+    assert main(["evaluate", "cifar10_naive"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert str(layout.model_file("cifar10_naive")) in err[0]
+    assert not layout.eval_metrics("cifar10_naive").exists()
+    assert not layout.confusion_file("cifar10_naive").exists()

@@ -1,0 +1,157 @@
+"""tune@<model> with several workers: two processes work on one study in a real PostgreSQL server.
+
+The server is Debian's PostgreSQL, installed if missing, started on 127.0.0.1 on a free port in
+a temporary folder and stopped at the end. Without it the test is skipped, except in CI
+(CI=true), where it fails.
+"""
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import optuna
+import psycopg2
+import pytest
+
+from pipeline import tracking, tune
+from tests.conftest import ROOT
+from tests.fixtures import set_params
+from tests.test_tune import MODEL, SEARCH, STUDY, write_cifar_split
+
+SERVER_USER = "postgres"  # the server refuses to run as root
+N_TRIALS = 4
+WORKER_TIMEOUT_S = 600
+
+
+def unavailable(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL is not available: {reason}")
+
+
+def server_bin() -> Path | None:
+    """The newest /usr/lib/postgresql/<version>/bin holding initdb and pg_ctl."""
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if (p.parent / "pg_ctl").exists()]
+    return max(found, key=lambda folder: float(folder.parent.name)) if found else None
+
+
+def install_server() -> str | None:
+    """apt-get install postgresql; returns why it could not, or None."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return "initdb/pg_ctl not found and apt-get cannot be run as this user"
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
+        result = subprocess.run(command, capture_output=True, text=True, env=environment)
+        if result.returncode:
+            return f"`{' '.join(command)}` failed: {result.stderr.strip()[-400:]}"
+    return None
+
+
+def as_server_user() -> list[str]:
+    """Run a server command as the unprivileged user when the tests run as root."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", SERVER_USER], check=True)
+    return ["runuser", "-u", SERVER_USER, "--"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway server; yields its SQLAlchemy URL prefix, e.g. postgresql+psycopg2://postgres@127.0.0.1:5433."""
+    binaries = server_bin()
+    if binaries is None:
+        reason = install_server()
+        binaries = server_bin()
+        if binaries is None:
+            unavailable(reason or "installed, but no initdb under /usr/lib/postgresql/*/bin")
+    run_as = as_server_user()
+    folder = Path(tempfile.mkdtemp(prefix="tune-postgres-"))  # in /tmp: the server user can reach it
+    data, port = folder / "data", free_port()
+    if run_as:
+        user = pwd.getpwnam(SERVER_USER)
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    subprocess.run([*run_as, binaries / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                    "--no-sync"], check=True, capture_output=True)
+    # -F: no fsync, a test server need not survive a power cut.
+    options = f"-h 127.0.0.1 -p {port} -k {folder} -F"
+    subprocess.run([*run_as, binaries / "pg_ctl", "-D", data, "-l", folder / "server.log", "-o", options,
+                    "-w", "-t", "60", "start"], check=True, capture_output=True)
+    try:
+        with psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres") as connection:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute("CREATE DATABASE optuna")
+                cursor.execute("CREATE DATABASE mlflow")
+        connection.close()
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*run_as, binaries / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_worker(project: Path, environment: dict, index: int) -> subprocess.Popen:
+    log = open(project / f"worker-{index}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "tune", MODEL], cwd=project, env=environment,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_two_workers_share_one_study(postgres, project, monkeypatch):
+    write_cifar_split(project)
+    set_params(project / "params.yaml", **{**SEARCH, "tune.n_trials": N_TRIALS})
+    storage, store = f"{postgres}/optuna", f"{postgres}/mlflow"
+    # Create both schemas before the workers start, as a shared deployment would: two processes
+    # creating the same tables at the same moment can collide in PostgreSQL's catalogue.
+    optuna.storages.RDBStorage(storage).engine.dispose()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    tracking.use_experiment("cifar10")
+
+    environment = {**os.environ, tune.STORAGE_ENV: storage, "PYTHONPATH": str(ROOT)}
+    workers = [start_worker(project, environment, index) for index in range(2)]
+    try:
+        codes = [worker.wait(timeout=WORKER_TIMEOUT_S) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    logs = "\n".join((project / f"worker-{i}.log").read_text()[-2000:] for i in range(2))
+    assert codes == [0, 0], logs
+
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    finished = study.get_trials(states=tune.FINISHED)
+    numbers = [trial.number for trial in study.trials]
+    assert len(set(numbers)) == len(numbers)
+    # Each worker stops once the two together reach n_trials: at most the other's trial in flight over.
+    assert N_TRIALS <= len(finished) <= N_TRIALS + 1
+    pids = {trial.user_attrs["worker"].rsplit(":", 1)[1] for trial in finished}
+    assert pids == {str(worker.pid) for worker in workers}, logs
+
+    # The tuned file (written last by the worker that finished last) is the database's best trial.
+    best = optuna.load_study(study_name=STUDY, storage=storage).best_trial
+    record = tune.json.loads((project / "tuned" / f"{MODEL}.json").read_text())
+    assert (record["trial"], record["value"]) == (best.number, best.value)
+    assert {key: record[key] for key in best.params} == best.params
+
+    # MLflow in PostgreSQL too: a parent run per worker, each trial nested under its worker's parent.
+    parents = mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.runName = '{STUDY}'")
+    assert len(parents) == 2
+    parent_of = dict(zip(parents["tags.worker"], parents["run_id"]))
+    children = mlflow.search_runs(experiment_names=["cifar10"], filter_string="tags.study = 'tune-cifar10_naive' "
+                                  "and tags.trial != ''")
+    for child in children.itertuples():
+        row = children.loc[child.Index]
+        assert row["tags.mlflow.parentRunId"] == parent_of[row["tags.worker"]]
+    assert sorted(int(n) for n in children["tags.trial"]) == sorted(numbers)

@@ -1,0 +1,228 @@
+"""The figures of a trained model, on tiny stand-in models shaped like the real ones."""
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline import layout, tracking
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.visualize import activations, curves, filters, gradcam
+from tests.fixtures import CIFAR_CLASSES, set_params
+
+SIZE = 32
+
+
+def flat_model() -> keras.Model:
+    """A from-scratch CNN's shape: image -> rescale -> conv/pool/dropout/bn -> softmax."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Dropout(0.3, name="dropout1")(x)
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+
+
+def vgg_style_model() -> keras.Model:
+    """The VGG16 models' shape: image -> vgg_preprocess -> nested vgg16 -> nested head."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Conv2D(3, 1, name="vgg_preprocess")(inputs)
+    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
+    head = keras.Sequential([keras.Input(base.output.shape[1:]), keras.layers.Flatten(),
+                             keras.layers.Dense(8, activation="relu"), keras.layers.Dropout(0.5),
+                             keras.layers.Dense(1, activation="sigmoid")], name="head")
+    return keras.Model(inputs, head(base(x)))
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE, 3)).astype("float32")
+
+
+def assert_png(path):
+    assert path.exists(), path
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.verify()
+
+
+# activations
+
+
+def test_activation_grid_has_one_tile_per_channel():
+    maps = np.random.default_rng(0).normal(size=(7, 5, 11)).astype("float32")
+    mosaic, tiles = activations.activation_grid(maps, gap=1)
+    rows, columns = activations.grid_shape(11)
+    assert tiles == 11
+    assert mosaic.shape == (rows * 8 - 1, columns * 6 - 1)
+    filled = [not np.isnan(mosaic[r * 8, c * 6]) for r in range(rows) for c in range(columns)]
+    assert sum(filled) == 11
+    assert np.nanmin(mosaic) >= 0 and np.nanmax(mosaic) <= 1
+
+
+def test_activations_skip_preprocessing_and_draw_every_channel(tmp_path):
+    model = flat_model()
+    tiles = activations.save_activations(model, images(1)[0], 4, tmp_path, label="(cat)")
+    assert tiles == {"conv1": 4, "pool1": 4, "conv2": 6, "bn1": 6}  # no rescale, no dropout
+    for name in ["activations_00_input.png", "activations_01_conv1.png", "activations_04_bn1.png"]:
+        assert_png(tmp_path / name)
+
+
+def test_activations_go_inside_the_nested_vgg16():
+    maps = activations.layer_activations(vgg_style_model(), images(1)[0], 3)
+    assert list(maps) == ["block1_conv1", "block1_conv2", "block1_pool"]
+    assert maps["block1_pool"].shape == (16, 16, 64)
+
+
+# filter patterns
+
+
+def test_gradient_ascent_raises_the_filter_response():
+    result = filters.gradient_ascent(flat_model(), "conv2", [0, 1, 2, 3], steps=20, step_size=10.0)
+    assert result.images.shape == (4, SIZE, SIZE, 3) and result.images.dtype == np.uint8
+    assert np.all(result.after > 2 * np.abs(result.before)), (result.before, result.after)
+
+
+def test_gradient_ascent_through_vgg_preprocess_and_the_nested_base(tmp_path):
+    model = vgg_style_model()
+    assert filters.default_filter_layers(model) == filters.VGG_LAYERS
+    result = filters.save_filter_patterns(model, "block2_conv1", 3, steps=5, step_size=10.0, out_dir=tmp_path)
+    assert result.filters == [0, 1, 2]
+    assert np.all(result.after > 2 * np.abs(result.before)), (result.before, result.after)
+    assert_png(tmp_path / "filters_block2_conv1.png")
+
+
+def test_default_filter_layers_of_a_scratch_model_are_its_convs():
+    assert filters.default_filter_layers(flat_model()) == ["conv1", "conv2"]
+
+
+def test_deprocess_gives_a_displayable_image():
+    image = filters.deprocess(np.random.default_rng(0).normal(50, 300, (8, 8, 3)))
+    assert image.dtype == np.uint8
+    assert 100 < image.mean() < 155  # centred on mid-grey
+
+
+# Grad-CAM
+
+
+@pytest.mark.parametrize("make_model, layer", [(flat_model, "conv2"), (vgg_style_model, "block5_conv3")])
+def test_gradcam_heatmaps_have_the_image_size_and_unit_range(make_model, layer):
+    model = make_model()
+    assert gradcam.last_conv_layer(model) == layer
+    batch = images(3)
+    cams = gradcam.gradcam(model, batch)
+    assert cams.heatmaps.shape == (3, SIZE, SIZE)
+    assert np.all(np.isfinite(cams.heatmaps))
+    assert cams.heatmaps.min() >= 0 and cams.heatmaps.max() <= 1
+    assert np.all((cams.probability >= 0) & (cams.probability <= 1))
+    probabilities = model.predict(batch, verbose=0)
+    if probabilities.shape[-1] == 1:  # sigmoid: the predicted class and its probability
+        expected = (probabilities[:, 0] > 0.5).astype(int)
+        np.testing.assert_allclose(cams.probability, np.where(expected, probabilities[:, 0], 1 - probabilities[:, 0]),
+                                   rtol=1e-4)
+    else:
+        expected = probabilities.argmax(axis=1)
+        np.testing.assert_allclose(cams.probability, probabilities.max(axis=1), rtol=1e-4)
+    np.testing.assert_array_equal(cams.predicted, expected)
+
+
+def test_gradcam_follows_the_evidence():
+    """A model that only sees the left half of the image looks at the left half."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(x)
+    x = keras.layers.Cropping2D(((0, 0), (0, SIZE // 2)))(x)  # drop the right half
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    heat = gradcam.gradcam(model, images(2)).heatmaps
+    assert heat[:, :, : SIZE // 2 - 2].mean() > 0.05
+    assert heat[:, :, SIZE // 2 + 2:].max() < 1e-6
+
+
+def test_gradcam_figure(tmp_path):
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    cams = gradcam.save_gradcam(flat_model(), images(6), labels, ["cat", "dog", "ship"], 1, tmp_path)
+    assert len(cams.heatmaps) == 3  # one image of each class
+    assert_png(tmp_path / "gradcam.png")
+
+
+# curves
+
+
+def history_csv(path, with_phase: bool):
+    frame = pd.DataFrame({"epoch": [1, 2, 3, 4], "loss": [0.9, 0.7, 0.5, 0.4], "accuracy": [0.5, 0.6, 0.7, 0.8],
+                          "val_loss": [0.95, 0.8, 0.7, 0.65], "val_accuracy": [0.5, 0.55, 0.65, 0.7]})
+    if with_phase:
+        frame.insert(1, "phase", ["head", "head", "fine_tune", "fine_tune"])
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_learning_curves_png_from_a_history_csv(tmp_path):
+    out = curves.plot_history(history_csv(tmp_path / "history.csv", with_phase=True), tmp_path / "curves.png", "m")
+    assert_png(out)
+    assert curves.phase_starts(pd.read_csv(tmp_path / "history.csv")) == [(2.5, "fine_tune")]
+    assert curves.phase_starts(pd.read_csv(history_csv(tmp_path / "plain.csv", with_phase=False))) == []
+
+
+def test_compare_models_takes_frames_and_dicts(tmp_path):
+    frame = pd.read_csv(history_csv(tmp_path / "a.csv", with_phase=False))
+    as_dict = {"val_accuracy": [0.4, 0.6], "val_loss": [1.0, 0.8]}
+    assert_png(curves.compare_models({"a": frame, "b": as_dict}, tmp_path / "compare.png"))
+
+
+# the stage
+
+
+def test_stage_without_a_trained_model_says_what_to_run(project):
+    from pipeline.visualize import run
+
+    with pytest.raises(PipelineError, match=r"dvc repro train@cifar10_naive"):
+        run(load_config(), "cifar10_naive")
+
+
+def test_stage_writes_the_figures_and_logs_them_to_the_training_run(project):
+    from pipeline.models import build_model
+    from pipeline.visualize import run
+
+    set_params(project / "params.yaml", **{"visualize.activation_layers": 2, "visualize.filters_per_layer": 2,
+                                           "visualize.ascent_steps": 2, "visualize.gradcam_images_per_class": 1,
+                                           "visualize.filter_layers": {"cifar10_naive": ["conv1", "conv4"]}})
+    config = load_config()
+    split = layout.split_dir(config, "cifar10")
+    split.mkdir(parents=True)
+    np.savez(split / "test.npz", images=images(20).astype("uint8"), labels=np.repeat(np.arange(10), 2))
+    (split / "classes.json").write_text(json.dumps(CIFAR_CLASSES))
+    model = build_model("cifar10_naive", config.model("cifar10_naive"))
+    layout.model_file("cifar10_naive").parent.mkdir(parents=True)
+    model.save(layout.model_file("cifar10_naive"))
+    layout.history_file("cifar10_naive").parent.mkdir(parents=True)
+    history_csv(layout.history_file("cifar10_naive"), with_phase=False)
+    with tracking.training_run("cifar10_naive", "cifar10", {}) as training:
+        pass
+    stale = layout.figures_dir("cifar10_naive") / "stale.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+
+    run(config, "cifar10_naive")
+
+    figures = layout.figures_dir("cifar10_naive")
+    expected = {"curves.png", "gradcam.png", "activations_00_input.png", "activations_01_conv1.png",
+                "activations_02_pool1.png", "filters_conv1.png", "filters_conv4.png", "filters.json"}
+    assert {path.name for path in figures.iterdir()} == expected
+    for name in expected - {"filters.json"}:
+        assert_png(figures / name)
+    assert list(json.loads((figures / "filters.json").read_text())) == ["conv1", "conv4"]
+    assert not list(figures.parent.glob(".cifar10_naive*"))  # no scratch folder left behind
+    import mlflow
+
+    logged = {info.path for info in mlflow.MlflowClient().list_artifacts(training.info.run_id, "figures")}
+    assert "figures/gradcam.png" in logged and "figures/filters_conv4.png" in logged
