@@ -8,18 +8,24 @@ It builds, in a temporary folder, a small split of the real images in ../shared/
 exact layout the split stage writes), a VGG16 STAND-IN weights file (randomly initialised, the
 real ImageNet file is not available offline) and a params.yaml pointing at both. Then:
 
-1. For each model of the registry, images/s of one training epoch fed the way train.py feeds
-   it ("pipeline") against a plain `model.fit` on the same images as numpy arrays ("arrays"),
-   with the batch size of params.yaml. The warm-up epoch (tracing, cache fill) is left out and
-   the two sides alternate epoch by epoch, so both see the same load on a shared machine.
+1. For each model of the registry, training images/s fed the way train.py feeds it
+   ("pipeline") against a plain `model.fit` on the same images as numpy arrays ("arrays"),
+   with the batch size of params.yaml, over --batches batches per epoch (--vgg-batches for the
+   VGG16 models, whose full network costs ~15x the naive CNN at 150x150). The warm-up epoch
+   (tracing, cache fill) is left out and the two sides alternate epoch by epoch, so both see
+   the same load on a shared machine; the rate comes from each side's fastest epoch.
    - from-scratch models: `loaders.make_dataset` (decode, resize, cache, shuffle, batch, prefetch);
    - cats_dogs_vgg16_frozen: the head trained on features computed once by `train.frozen_features`,
-     against the whole model (base frozen) on images;
+     against the whole model (base frozen) on images; read off the runs of part 2, after their
+     first epoch;
    - cats_dogs_vgg16_finetune: the fine-tune phase, i.e. block5 and the head trained on cached
-     block4 features, against the whole model (block5 unfrozen) on images;
+     block4 features, against the whole model (block5 unfrozen) on images (its first phase, the
+     head alone, is the frozen model's row);
    - cats_dogs_vgg16_finetune_aug: the fine-tune phase with augmentation, which must run the whole
      network every epoch: train.py's tf.data pipeline over the arrays, against the arrays.
    The one-time feature extraction of the VGG16 paths is reported as "setup", outside the rate.
+   CPU seconds per epoch are recorded too: on a CPU shared with other programs they move far
+   less than wall time, so their ratio tells whether one path costs more than the other.
 2. For cats_dogs_vgg16_frozen, the wall time of 10 epochs of train.py's way (features computed
    once, then the head) against the whole model fit on images with its base frozen, which runs
    the base again every epoch.
@@ -33,10 +39,10 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +61,9 @@ from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.data import loaders  # noqa: E402
 from pipeline.models import REGISTRY, build_model, compile_model, unfreeze_top  # noqa: E402
 from tests.fixtures import make_vgg16_standin, set_params  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")  # retracing notes: each model here traces its own functions
+warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # fit's default, as in train.py
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PET_IMAGES = SHARED_DATA / "cats_dogs" / "PetImages"
@@ -146,32 +155,37 @@ def cats_dogs_images(config: Config, name: str, count: int) -> tuple[np.ndarray,
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Seconds of each epoch, from its first batch's request to its end."""
+    """Wall and CPU (all threads of this process) seconds of each epoch."""
 
     def __init__(self):
         super().__init__()
         self.seconds = []
+        self.cpu_seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self.started)
+        self.cpu_seconds.append(time.process_time() - self.cpu_started)
 
 
 @dataclass
 class Side:
-    """One side of a comparison: a compiled model, what its model.fit gets, and the images per epoch."""
-    model: keras.Model
+    """One side of a comparison: a compiled model, what its model.fit gets, the images per epoch,
+    and the wall and CPU seconds of its measured epochs."""
+    model: keras.Model | None
     fit_args: dict
     images: int
-    epochs: list = field(default_factory=list)
+    wall: list = field(default_factory=list)
+    cpu: list = field(default_factory=list)
 
 
-def fit_epochs(side: Side, epochs: int) -> list[float]:
+def fit_epochs(side: Side, epochs: int) -> EpochTimer:
     timer = EpochTimer()
     side.model.fit(**side.fit_args, epochs=epochs, verbose=0, callbacks=[timer])
-    return timer.seconds
+    return timer
 
 
 def array_args(images: np.ndarray, targets: np.ndarray, batch_size: int) -> dict:
@@ -208,20 +222,6 @@ def scratch_sides(config: Config, name: str, vgg_images: int) -> tuple[Side, Sid
             Side(arrays_model, array_args(images, targets, params.batch_size), len(images)), 0.0)
 
 
-def frozen_sides(config: Config, name: str, vgg_images: int) -> tuple[Side, Side, float]:
-    """The head on features computed once, against the whole model (base frozen) on images."""
-    params = config.model(name)
-    images, targets = cats_dogs_images(config, name, vgg_images)
-    model, whole = fresh_model(config, name), fresh_model(config, name)
-    head = model.get_layer("head")
-    compile_model(head, 2, params.learning_rate)
-    compile_model(whole, 2, params.learning_rate)
-    last = model.get_layer("vgg16").layers[-1].name
-    features, setup = timed(train.frozen_features, model, images, last)
-    return (Side(head, array_args(features, targets, params.batch_size), len(images)),
-            Side(whole, array_args(images, targets, params.batch_size), len(images)), setup)
-
-
 def finetune_sides(config: Config, name: str, vgg_images: int) -> tuple[Side, Side, float]:
     """Fine-tune phase: block5 + head on cached block4 features, against the whole model on images."""
     params = config.model(name)
@@ -256,7 +256,6 @@ def augmented_finetune_sides(config: Config, name: str, vgg_images: int) -> tupl
 
 SIDES = {
     "cats_dogs_naive": (scratch_sides, "make_dataset (JPEG decode+resize, cache, shuffle, batch, prefetch)"),
-    "cats_dogs_vgg16_frozen": (frozen_sides, "head on VGG16 features cached once"),
     "cats_dogs_vgg16_finetune": (finetune_sides, "fine-tune: block5+head on cached block4 features"),
     "cats_dogs_vgg16_finetune_aug": (augmented_finetune_sides, "fine-tune with augmentation: tf.data over arrays"),
     "cifar10_naive": (scratch_sides, "make_dataset (npz arrays, cache, shuffle, batch, prefetch)"),
@@ -269,39 +268,46 @@ SIDES = {
 
 
 def alternate_epochs(pipeline: Side, arrays: Side, epochs: int) -> None:
-    """One warm-up epoch each (dropped), then one epoch at a time in ABBA order."""
+    """One warm-up epoch each (tracing, cache fill: dropped), then one epoch at a time in ABBA order."""
     for side in (pipeline, arrays):
         fit_epochs(side, 1)
     for round_ in range(epochs):
         order = (pipeline, arrays) if round_ % 2 == 0 else (arrays, pipeline)
         for side in order:
-            side.epochs += fit_epochs(side, 1)
+            timer = fit_epochs(side, 1)
+            side.wall += timer.seconds
+            side.cpu += timer.cpu_seconds
 
 
 def images_per_second(side: Side) -> float:
     """From the fastest measured epoch: on a shared CPU, slower ones carry other programs' load."""
-    return side.images / min(side.epochs)
+    return side.images / min(side.wall)
+
+
+def throughput_row(config: Config, name: str, description: str, pipeline: Side, arrays: Side, setup: float) -> dict:
+    return {
+        "model": name,
+        "pipeline": description,
+        "batch_size": config.model(name).batch_size,
+        "images_per_epoch": pipeline.images,
+        "setup_s": round(setup, 3),
+        "pipeline_epoch_s": [round(s, 4) for s in pipeline.wall],
+        "arrays_epoch_s": [round(s, 4) for s in arrays.wall],
+        "pipeline_epoch_cpu_s": [round(s, 4) for s in pipeline.cpu],
+        "arrays_epoch_cpu_s": [round(s, 4) for s in arrays.cpu],
+        "pipeline_images_per_s": round(images_per_second(pipeline), 2),
+        "arrays_images_per_s": round(images_per_second(arrays), 2),
+        "ratio": round(images_per_second(pipeline) / images_per_second(arrays), 3),
+        "cpu_ratio": round(min(arrays.cpu) / min(pipeline.cpu), 3),
+    }
 
 
 def compare_model(config: Config, name: str, epochs: int, vgg_images: int) -> dict:
     make_sides, description = SIDES[name]
     pipeline, arrays, setup = make_sides(config, name, vgg_images)
     alternate_epochs(pipeline, arrays, epochs)
-    result = {
-        "model": name,
-        "pipeline": description,
-        "batch_size": config.model(name).batch_size,
-        "images_per_epoch": pipeline.images,
-        "setup_s": round(setup, 3),
-        "pipeline_epoch_s": [round(s, 4) for s in pipeline.epochs],
-        "arrays_epoch_s": [round(s, 4) for s in arrays.epochs],
-        "pipeline_images_per_s": round(images_per_second(pipeline), 1),
-        "arrays_images_per_s": round(images_per_second(arrays), 1),
-    }
-    result["ratio"] = round(images_per_second(pipeline) / images_per_second(arrays), 3)
-    result["median_ratio"] = round(statistics.median(arrays.epochs) / statistics.median(pipeline.epochs), 3)
     keras.backend.clear_session()
-    return result
+    return throughput_row(config, name, description, pipeline, arrays, setup)
 
 
 # ---------------------------------------------------------------- part 2: cached features against recomputing
@@ -314,11 +320,12 @@ def cached_features_run(config: Config, name: str, images: np.ndarray, targets: 
     head = model.get_layer("head")
     compile_model(head, 2, params.learning_rate)
     last = model.get_layer("vgg16").layers[-1].name
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     features = train.frozen_features(model, images, last)
     extracted = time.perf_counter() - started
-    epoch_s = fit_epochs(Side(head, array_args(features, targets, params.batch_size), len(images)), epochs)
-    return {"wall_s": time.perf_counter() - started, "features_s": extracted, "epoch_s": epoch_s}
+    timer = fit_epochs(Side(head, array_args(features, targets, params.batch_size), len(images)), epochs)
+    return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started,
+            "features_s": extracted, "epoch_s": timer.seconds, "epoch_cpu_s": timer.cpu_seconds}
 
 
 def recomputed_run(config: Config, name: str, images: np.ndarray, targets: np.ndarray, epochs: int) -> dict:
@@ -326,9 +333,10 @@ def recomputed_run(config: Config, name: str, images: np.ndarray, targets: np.nd
     params = config.model(name)
     model = fresh_model(config, name)
     compile_model(model, 2, params.learning_rate)
-    started = time.perf_counter()
-    epoch_s = fit_epochs(Side(model, array_args(images, targets, params.batch_size), len(images)), epochs)
-    return {"wall_s": time.perf_counter() - started, "epoch_s": epoch_s}
+    started, cpu_started = time.perf_counter(), time.process_time()
+    timer = fit_epochs(Side(model, array_args(images, targets, params.batch_size), len(images)), epochs)
+    return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started,
+            "epoch_s": timer.seconds, "epoch_cpu_s": timer.cpu_seconds}
 
 
 def rounded(run: dict) -> dict:
@@ -350,7 +358,18 @@ def compare_caching(config: Config, epochs: int, vgg_images: int) -> dict:
         "cached": rounded(cached),
         "recomputed": rounded(recomputed),
         "speedup": round(recomputed["wall_s"] / cached["wall_s"], 2),
+        "cpu_speedup": round(recomputed["cpu_s"] / cached["cpu_s"], 2),
     }
+
+
+def frozen_row(config: Config, caching: dict) -> dict:
+    """Part 1's row for cats_dogs_vgg16_frozen, read off part 2's runs: its two sides are exactly
+    the head on cached features and the whole model on images; their first epoch is the warm-up."""
+    cached, recomputed = caching["cached"], caching["recomputed"]
+    pipeline = Side(None, {}, caching["images"], cached["epoch_s"][1:], cached["epoch_cpu_s"][1:])
+    arrays = Side(None, {}, caching["images"], recomputed["epoch_s"][1:], recomputed["epoch_cpu_s"][1:])
+    return throughput_row(config, caching["model"], "head on VGG16 features cached once (from part 2)",
+                          pipeline, arrays, cached["features_s"])
 
 
 # ---------------------------------------------------------------- report
@@ -375,24 +394,26 @@ def machine() -> dict:
 
 
 def print_throughput(rows: list[dict]) -> None:
-    print("\n1. Training images/s, pipeline as train.py feeds it vs plain model.fit on numpy arrays")
-    print("   (best measured epoch; the warm-up epoch excluded; setup = one-time VGG16 feature extraction)")
-    header = f"{'model':30} {'batch':>5} {'imgs':>5} {'pipeline/s':>11} {'arrays/s':>9} {'ratio':>7} {'setup s':>8}  pipeline"
+    print("\n1. Training images/s: the input path train.py uses vs plain model.fit on numpy arrays")
+    print("   best measured epoch of each side (warm-up epoch excluded); ratio = pipeline/arrays;")
+    print("   CPU ratio = arrays/pipeline CPU seconds per epoch; setup = one-time VGG16 feature extraction")
+    header = (f"{'model':30} {'batch':>5} {'imgs':>5} {'pipeline/s':>10} {'arrays/s':>9} {'ratio':>6} "
+              f"{'CPU ratio':>9} {'setup s':>8}  pipeline")
     print(header)
     print("-" * len(header))
     for row in rows:
         print(f"{row['model']:30} {row['batch_size']:>5} {row['images_per_epoch']:>5} "
-              f"{row['pipeline_images_per_s']:>11.1f} {row['arrays_images_per_s']:>9.1f} "
-              f"{row['ratio']:>7.2f} {row['setup_s']:>8.1f}  {row['pipeline']}")
+              f"{row['pipeline_images_per_s']:>10.1f} {row['arrays_images_per_s']:>9.1f} {row['ratio']:>6.2f} "
+              f"{row['cpu_ratio']:>9.2f} {row['setup_s']:>8.1f}  {row['pipeline']}")
 
 
 def print_caching(result: dict) -> None:
     cached, recomputed = result["cached"], result["recomputed"]
     print(f"\n2. {result['model']}: {result['epochs']} epochs on {result['images']} images")
-    print(f"   cached features (train.py): {cached['wall_s']:8.1f} s  "
+    print(f"   cached features (train.py): {cached['wall_s']:8.1f} s wall {cached['cpu_s']:8.1f} s CPU  "
           f"(feature extraction {cached['features_s']:.1f} s, then the head)")
-    print(f"   base recomputed each epoch: {recomputed['wall_s']:8.1f} s")
-    print(f"   speed-up: {result['speedup']:.1f}x")
+    print(f"   base recomputed each epoch: {recomputed['wall_s']:8.1f} s wall {recomputed['cpu_s']:8.1f} s CPU")
+    print(f"   speed-up: {result['speedup']:.1f}x wall, {result['cpu_speedup']:.1f}x CPU time")
 
 
 def parse_args() -> argparse.Namespace:
@@ -404,9 +425,13 @@ def parse_args() -> argparse.Namespace:
                              "~15x the cost of the naive CNN at 150x150 (default 1)")
     parser.add_argument("--epochs", type=int, default=2, help="measured epochs per side after the warm-up (default 2)")
     parser.add_argument("--caching-epochs", type=int, default=10, help="epochs of part 2 (default 10)")
-    parser.add_argument("--models", nargs="+", default=list(SIDES), choices=list(SIDES), metavar="MODEL")
+    parser.add_argument("--models", nargs="+", default=list(SIDES), choices=list(SIDES), metavar="MODEL",
+                        help="models of part 1 (default: all; cats_dogs_vgg16_frozen's row comes from part 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput.json")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.vgg_batches > args.batches:
+        parser.error("--vgg-batches takes its images from the cats_dogs split of --batches batches: keep it smaller")
+    return args
 
 
 def main() -> None:
@@ -422,6 +447,8 @@ def main() -> None:
             rows.append(compare_model(config, name, args.epochs, vgg_images))
             print(f"  {name}: ratio {rows[-1]['ratio']:.2f}", flush=True)
         caching = compare_caching(config, args.caching_epochs, vgg_images)
+        rows.append(frozen_row(config, caching))
+    rows.sort(key=lambda row: list(REGISTRY).index(row["model"]))
     print_throughput(rows)
     print_caching(caching)
     report = {
@@ -433,10 +460,11 @@ def main() -> None:
         "targets": {"ratio_at_least_1": all(row["ratio"] >= 1.0 for row in rows),
                     "cached_at_least_8x": caching["speedup"] >= 8},
         "total_s": round(time.perf_counter() - started, 1),
+        "total_cpu_s": round(time.process_time(), 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.out} ({report['total_s']:.0f} s in all)")
+    print(f"\nwritten to {args.out} ({report['total_s']:.0f} s wall, {report['total_cpu_s']:.0f} s CPU in all)")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def classes_of(config: Config, model: keras.Model) -> list[str]:
 def read_image(path: Path, image_size: int) -> np.ndarray:
     try:
         return loaders.decode_image(tf.constant(str(path)), image_size).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+    except tf.errors.NotFoundError:
+        raise PipelineError(f"{path}: not found") from None
+    except tf.errors.OpError:  # not an image, cut short, a folder, no permission to read
         raise PipelineError(f"{path}: not a readable image") from None
 
 

@@ -260,6 +260,7 @@ def run(config: Config, model: str) -> None:
             raise PipelineError(f"{study.study_name}: no trial completed ({counts(study)}); see its runs in MLflow")
         record = write_tuned(layout.tuned_file(model), study)
         log_summary(study, record)
+    trials = ", ".join(f"{count} {state}" for state, count in counts(study).items())
     print(f"{model}: best {MONITOR} {record['value']:.4f} (trial {record['trial']}: epochs {record['epochs']}, "
           f"learning_rate {record['learning_rate']:.3g}, batch_size {record['batch_size']}); "
-          f"{counts(study)} -> {layout.tuned_file(model)}")
+          f"trials: {trials} -> {layout.tuned_file(model)}")

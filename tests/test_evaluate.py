@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import mlflow
+import mlflow.keras.save
 import pandas as pd
 import pytest
 
@@ -25,6 +26,12 @@ TINY = {
                         lambda root: make_cats_dogs_split(root, {"train": 6, "val": 2, "test": 3}),
                         {"epochs": 1, "batch_size": 8, "image_size": 48}),
 }
+
+
+@pytest.fixture(autouse=True)
+def no_requirements_inference(monkeypatch):
+    """MLflow's pip-requirement inference reloads each logged model in a subprocess (~40 s apiece here)."""
+    monkeypatch.setattr(mlflow.keras.save, "infer_pip_requirements", lambda *a, fallback=None, **k: fallback)
 
 
 def tiny_project(project, name):
@@ -94,12 +101,14 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
     assert layout.confusion_file(name).with_suffix(".png").stat().st_size > 0
 
     # DVC reads it as its confusion plot: one datapoint per row, with actual and predicted.
-    plot = dvc_confusion_plot(project, layout.confusion_file(name))
-    (entry,) = plot["data"][layout.confusion_file(name).as_posix()]
-    values = entry["content"]["data"]["values"]
-    assert len(values) == len(labels)
-    assert sorted((v["actual"], v["predicted"]) for v in values) == \
-        sorted(zip(confusion["actual"], confusion["predicted"]))
+    # (Both models write it through the same code; the two dvc processes are asked once.)
+    if name == "cifar10_naive":
+        plot = dvc_confusion_plot(project, layout.confusion_file(name))
+        (entry,) = plot["data"][layout.confusion_file(name).as_posix()]
+        values = entry["content"]["data"]["values"]
+        assert len(values) == len(labels)
+        assert sorted((v["actual"], v["predicted"]) for v in values) == \
+            sorted(zip(confusion["actual"], confusion["predicted"]))
 
     # Logged into the training run itself: no new run, same id.
     runs = experiment_runs(task)

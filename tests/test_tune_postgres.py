@@ -4,6 +4,7 @@ The server is Debian's PostgreSQL, installed if missing, started on 127.0.0.1 on
 a temporary folder and stopped at the end. Without it the test is skipped, except in CI
 (CI=true), where it fails.
 """
+import json
 import os
 import pwd
 import shutil
@@ -63,6 +64,15 @@ def as_server_user() -> list[str]:
     return ["runuser", "-u", SERVER_USER, "--"]
 
 
+def server(run_as: list[str], *command) -> None:
+    """Run a server tool; on failure show what it said and the server's log."""
+    result = subprocess.run([*run_as, *map(str, command)], capture_output=True, text=True)
+    if result.returncode:
+        log = Path(command[command.index("-l") + 1]) if "-l" in command else None
+        details = log.read_text()[-2000:] if log and log.exists() else ""
+        raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{result.stdout}{result.stderr}{details}")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -84,18 +94,17 @@ def postgres():
     if run_as:
         user = pwd.getpwnam(SERVER_USER)
         os.chown(folder, user.pw_uid, user.pw_gid)
-    subprocess.run([*run_as, binaries / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                    "--no-sync"], check=True, capture_output=True)
+    server(run_as, binaries / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
     # -F: no fsync, a test server need not survive a power cut.
     options = f"-h 127.0.0.1 -p {port} -k {folder} -F"
-    subprocess.run([*run_as, binaries / "pg_ctl", "-D", data, "-l", folder / "server.log", "-o", options,
-                    "-w", "-t", "60", "start"], check=True, capture_output=True)
+    server(run_as, binaries / "pg_ctl", "-D", data, "-l", folder / "server.log", "-o", options, "-w", "-t", "60",
+           "start")
     try:
-        with psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres") as connection:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute("CREATE DATABASE optuna")
-                cursor.execute("CREATE DATABASE mlflow")
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE DATABASE optuna")
+            cursor.execute("CREATE DATABASE mlflow")
         connection.close()
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
     finally:
@@ -141,7 +150,7 @@ def test_two_workers_share_one_study(postgres, project, monkeypatch):
 
     # The tuned file (written last by the worker that finished last) is the database's best trial.
     best = optuna.load_study(study_name=STUDY, storage=storage).best_trial
-    record = tune.json.loads((project / "tuned" / f"{MODEL}.json").read_text())
+    record = json.loads((project / "tuned" / f"{MODEL}.json").read_text())
     assert (record["trial"], record["value"]) == (best.number, best.value)
     assert {key: record[key] for key in best.params} == best.params
 
@@ -149,9 +158,7 @@ def test_two_workers_share_one_study(postgres, project, monkeypatch):
     parents = mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.runName = '{STUDY}'")
     assert len(parents) == 2
     parent_of = dict(zip(parents["tags.worker"], parents["run_id"]))
-    children = mlflow.search_runs(experiment_names=["cifar10"], filter_string="tags.study = 'tune-cifar10_naive' "
-                                  "and tags.trial != ''")
-    for child in children.itertuples():
-        row = children.loc[child.Index]
-        assert row["tags.mlflow.parentRunId"] == parent_of[row["tags.worker"]]
-    assert sorted(int(n) for n in children["tags.trial"]) == sorted(numbers)
+    runs = mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.study = '{STUDY}'")
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert (children["tags.mlflow.parentRunId"] == children["tags.worker"].map(parent_of)).all()
+    assert sorted(int(number) for number in children["tags.trial"]) == sorted(numbers)

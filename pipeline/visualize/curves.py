@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 DPI = 100
@@ -33,6 +34,14 @@ def phase_starts(frame: pd.DataFrame) -> list[tuple[float, str]]:
     return [(epoch - 0.5, str(phase)) for epoch, phase in zip(frame["epoch"][changed], frame["phase"][changed])]
 
 
+def label_axes(ax, metric: str) -> None:
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
 def plot_history(history: History, out_png: Path, title: str | None = None) -> Path:
     """Two panels, loss and accuracy, train and validation; phase changes marked."""
     frame = read_history(history).reset_index(drop=True)
@@ -41,13 +50,9 @@ def plot_history(history: History, out_png: Path, title: str | None = None) -> P
         ax.plot(frame["epoch"], frame[metric], "o-", markersize=3, label="train")
         ax.plot(frame["epoch"], frame[f"val_{metric}"], "s-", markersize=3, label="validation")
         for x, phase in phase_starts(frame):
-            ax.axvline(x, color="grey", linestyle="--", linewidth=1)
-            ax.annotate(f"{phase.replace('_', '-')} starts", (x, 1), xycoords=("data", "axes fraction"),
-                        xytext=(3, -12), textcoords="offset points", fontsize=8, color="dimgrey")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
+            # Labelled through the legend, which keeps clear of the lines and of other text.
+            ax.axvline(x, color="grey", linestyle="--", linewidth=1, label=f"{phase.replace('_', '-')} starts")
+        label_axes(ax, metric)
         ax.legend()
     fig.suptitle(title or "learning curves")
     fig.tight_layout()
@@ -66,10 +71,7 @@ def compare_models(histories: dict[str, History], out_png: Path, title: str | No
         for ax, metric in zip(axes, ("val_accuracy", "val_loss")):
             ax.plot(frame["epoch"], frame[metric], "o-", markersize=3, label=name)
     for ax, metric in zip(axes, ("validation accuracy", "validation loss")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
+        label_axes(ax, metric)
         ax.legend(fontsize=8)
     fig.suptitle(title or "models compared")
     fig.tight_layout()

@@ -1,0 +1,169 @@
+"""What pruning saves: the same search of cifar10_naive with and without a pruner.
+
+Both searches use the same model, data subset, seed and number of trials; the table compares
+the epochs trained in total and the best validation accuracy found. The target: pruning trains
+at most half the epochs for the same best value, within one point.
+
+    python benchmarks/pruning.py                      # 12 trials, 100 train images per class
+    python benchmarks/pruning.py --trials 6 --train-per-class 30 --epochs 2 4   # a quick check
+
+The images come from a folder of CIFAR-10 JPEGs laid out as <split>/<class>/*.jpg (by default
+../shared/data/cifar10/jpg beside the project), or from the project's data/split/cifar10.
+Writes benchmarks/results/pruning.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODEL = "cifar10_naive"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+DEFAULT_JPEGS = ROOT.parent / "shared" / "data" / "cifar10" / "jpg"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "pruning.json"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--train-per-class", type=int, default=100)
+    parser.add_argument("--val-per-class", type=int, default=30)
+    parser.add_argument("--epochs", type=int, nargs=2, default=(2, 10), metavar=("LOW", "HIGH"))
+    parser.add_argument("--pruners", nargs="+", default=["none", "median"], choices=["none", "median", "hyperband"])
+    parser.add_argument("--jpegs", type=Path, default=DEFAULT_JPEGS, help="CIFAR-10 JPEGs: <split>/<class>/*.jpg")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return parser.parse_args()
+
+
+def from_jpegs(folder: Path, per_class: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The first images of each class of the JPEG folder's train split, cut into train and val."""
+    splits = {name: ([], []) for name in per_class}
+    for label, name in enumerate(CLASSES):
+        files = iter(sorted((folder / "train" / name).glob("*.jpg")))
+        for split, count in per_class.items():
+            for path in [next(files) for _ in range(count)]:
+                splits[split][0].append(np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8))
+                splits[split][1].append(label)
+    return {split: (np.stack(images), np.asarray(labels, dtype=np.int64)) for split, (images, labels) in splits.items()}
+
+
+def from_project_split(folder: Path, per_class: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The first images of each class of an existing split (train and val .npz)."""
+    splits = {}
+    for split, count in per_class.items():
+        with np.load(folder / f"{split}.npz") as arrays:
+            images, labels = arrays["images"], arrays["labels"]
+        keep = np.concatenate([np.flatnonzero(labels == label)[:count] for label in range(len(CLASSES))])
+        splits[split] = (images[keep], labels[keep])
+    return splits
+
+
+def write_split(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """The split stage's format: <split>.npz with uint8 images and int64 labels, and classes.json."""
+    folder = root / "split" / "cifar10"
+    folder.mkdir(parents=True)
+    for split, (images, labels) in {**splits, "test": splits["val"]}.items():
+        np.savez(folder / f"{split}.npz", images=images, labels=labels)
+    (folder / "classes.json").write_text(json.dumps(CLASSES))
+
+
+def search_config(config, data_root: Path, pruner: str, args: argparse.Namespace):
+    """params.yaml's config with the benchmark's data, search size and pruner."""
+    from pipeline.config import Range
+
+    tune = config.tune.model_copy(update={
+        "pruner": pruner, "n_trials": args.trials, "timeout_s": None,
+        "storage": f"sqlite:///{data_root.parent / f'optuna-{pruner}.db'}",
+        "epochs": Range(low=args.epochs[0], high=args.epochs[1]),
+    })
+    data = config.data.model_copy(update={"root": data_root, "subset_per_class": None})
+    return config.model_copy(update={"data": data, "tune": tune})
+
+
+def run_search(config, pruner: str) -> dict:
+    import optuna
+
+    from pipeline import tune
+
+    started = time.perf_counter()
+    tune.run(config, MODEL)
+    seconds = time.perf_counter() - started
+    study = optuna.load_study(study_name=tune.study_name(MODEL), storage=config.tune.storage)
+    return {
+        "pruner": pruner,
+        "epochs_trained": sum(trial.user_attrs.get("epochs_trained", 0) for trial in study.trials),
+        "best_val_accuracy": study.best_value,
+        "best_trial": study.best_trial.number,
+        "trials": tune.counts(study),
+        "wall_time_s": round(seconds, 1),
+    }
+
+
+def print_table(results: list[dict]) -> None:
+    print(f"\n{'pruner':<10} {'epochs':>7} {'best val_accuracy':>18} {'complete':>9} {'pruned':>7} {'time (s)':>9}")
+    for row in results:
+        print(f"{row['pruner']:<10} {row['epochs_trained']:>7} {row['best_val_accuracy']:>18.4f} "
+              f"{row['trials']['complete']:>9} {row['trials']['pruned']:>7} {row['wall_time_s']:>9}")
+
+
+def compare(results: list[dict]) -> dict:
+    """Each pruner against no pruning: the share of epochs it trained and the change in best value."""
+    baseline = next((row for row in results if row["pruner"] == "none"), None)
+    if baseline is None:
+        return {}
+    summary = {}
+    for row in results:
+        if row is baseline:
+            continue
+        share = row["epochs_trained"] / baseline["epochs_trained"]
+        change = 100 * (row["best_val_accuracy"] - baseline["best_val_accuracy"])
+        summary[row["pruner"]] = {"epoch_share": round(share, 3), "best_change_points": round(change, 2),
+                                  "target_met": share <= 0.5 and change >= -1.0}
+        print(f"{row['pruner']}: {share:.0%} of the epochs, best value {change:+.1f} points "
+              f"({'meets' if summary[row['pruner']]['target_met'] else 'misses'} the target: <= 50%, >= -1 point)")
+    return summary
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipeline.config import load_config
+
+    config = load_config(ROOT / "params.yaml")
+    per_class = {"train": args.train_per_class, "val": args.val_per_class}
+    project_split = ROOT / config.data.root / "split" / "cifar10"
+    with tempfile.TemporaryDirectory(prefix="pruning-benchmark-") as scratch:
+        scratch = Path(scratch)
+        splits = from_jpegs(args.jpegs, per_class) if args.jpegs.is_dir() else from_project_split(project_split,
+                                                                                                   per_class)
+        write_split(scratch / "data", splits)
+        # The searches run inside the scratch folder: their tuned file and MLflow store stay there.
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
+        os.environ.pop("OPTUNA_STORAGE", None)
+        os.environ.pop("TUNE_N_TRIALS", None)
+        os.chdir(scratch)
+        results = [run_search(search_config(config, scratch / "data", pruner, args), pruner) for pruner in args.pruners]
+        os.chdir(ROOT)
+
+    print_table(results)
+    report = {"model": MODEL, "seed": config.seed, "trials": args.trials, "train_per_class": args.train_per_class,
+              "val_per_class": args.val_per_class, "epochs_range": list(args.epochs),
+              "learning_rate_range": [config.tune.learning_rate.low, config.tune.learning_rate.high],
+              "batch_sizes": config.tune.batch_size, "results": results, "against_no_pruning": compare(results)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
