@@ -26,7 +26,9 @@ def trained(tmp_path_factory):
         shutil.copy(ROOT / "params.yaml", root / "params.yaml")
         patch.chdir(root)
         patch.delenv("PIPELINE_DATA_MIRROR", raising=False)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
         # MLflow's pip-requirement inference loads the model again in a subprocess (~40 s here).
         patch.setattr(mlflow.keras.save, "infer_pip_requirements", lambda *a, fallback=None, **k: fallback)
         make_cifar10_split(root / "data" / "split" / "cifar10", {"train": 4, "val": 1, "test": 1})
