@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.params)
+    import_tensorflow_quietly()
     if args.stage == "predict":
         from pipeline.predict import run as predict
 
@@ -61,8 +62,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up lines (CUDA probing, absl) ignore TF_CPP_MIN_LOG_LEVEL:
+    hide the stderr file descriptor while it loads, so a stage's own messages stand alone."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] != "3":
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the console
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -93,5 +93,11 @@ if not hasattr(mlflow.keras.save._save_example, "__wrapped__"):
 
 def log_keras_model(model, example: np.ndarray) -> None:
     """Log a Keras model to the active run with its signature and an input example."""
+    import keras
+    import tensorflow as tf
+
     signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
-    mlflow.keras.log_model(model, name="model", signature=signature, input_example=example)
+    # Naming the requirements spares MLflow a subprocess that reloads the model to guess them.
+    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
+    mlflow.keras.log_model(model, name="model", signature=signature, input_example=example,
+                           pip_requirements=requirements)

@@ -114,7 +114,9 @@ def fit_phase(model, train_data, val_data, run: Run, phase: str, epochs: int, fi
         model.fit(*train_data, validation_data=val_data, epochs=epochs, batch_size=batch_size,
                   shuffle=True, callbacks=callbacks, verbose=2)
     else:
-        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=2)
+        # the dataset shuffles itself each epoch; shuffle=False only silences Keras's reminder
+        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=2,
+                  shuffle=False)
     history = pd.read_csv(csv_log).drop_duplicates("epoch", keep="last")
     history["phase"] = phase
     return history

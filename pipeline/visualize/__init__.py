@@ -25,11 +25,11 @@ from pipeline.visualize.filters import default_filter_layers, save_filter_patter
 from pipeline.visualize.gradcam import save_gradcam
 
 
-def load_trained(name: str) -> keras.Model:
-    path = layout.model_file(name)
-    if not path.exists():
-        raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
-    return keras.saving.load_model(path, compile=False)
+def require_training(name: str) -> None:
+    """The model file and its history come from train@<name>; say so if either is missing."""
+    for path in (layout.model_file(name), layout.history_file(name)):
+        if not path.exists():
+            raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
 
 
 def draw_filters(config: Config, name: str, model: keras.Model, out_dir: Path) -> dict:
@@ -64,7 +64,8 @@ def replace_folder(built: Path, target: Path) -> None:
 
 
 def run(config: Config, name: str) -> None:
-    model = load_trained(name)
+    require_training(name)
+    model = keras.saving.load_model(layout.model_file(name), compile=False)
     target = layout.figures_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as scratch:

@@ -72,11 +72,12 @@ def class_scores(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return predicted, tf.gather(logits, predicted, axis=1, batch_dims=1)
 
 
-def predicted_probability(dense: keras.layers.Dense, logits: tf.Tensor, predicted: tf.Tensor) -> np.ndarray:
-    probabilities = dense.activation(logits)
-    if logits.shape[-1] == 1:
-        return np.where(predicted.numpy() == 1, probabilities[:, 0], 1 - probabilities[:, 0])
-    return tf.gather(probabilities, predicted, axis=1, batch_dims=1).numpy()
+def predicted_probability(dense: keras.layers.Dense, logits: tf.Tensor, predicted: np.ndarray) -> np.ndarray:
+    """The model's own output (sigmoid or softmax) for the predicted class."""
+    probabilities = keras.ops.convert_to_numpy(dense.activation(logits))
+    if probabilities.shape[-1] == 1:
+        return np.where(predicted == 1, probabilities[:, 0], 1 - probabilities[:, 0])
+    return probabilities[np.arange(len(predicted)), predicted]
 
 
 def gradcam(model: keras.Model, images: np.ndarray, layer_name: str | None = None) -> GradCam:
@@ -96,7 +97,8 @@ def gradcam(model: keras.Model, images: np.ndarray, layer_name: str | None = Non
     heat = tf.nn.relu(tf.einsum("nhwc,nc->nhw", maps, channel_weights))
     heat = heat / tf.maximum(tf.reduce_max(heat, axis=(1, 2), keepdims=True), 1e-12)
     heat = tf.image.resize(heat[..., tf.newaxis], images.shape[1:3], method="bilinear")[..., 0]
-    return GradCam(np.clip(heat.numpy(), 0, 1), predicted.numpy(), predicted_probability(dense, logits, predicted))
+    predicted = predicted.numpy()
+    return GradCam(np.clip(heat.numpy(), 0, 1), predicted, predicted_probability(dense, logits, predicted))
 
 
 def examples_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
