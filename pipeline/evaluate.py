@@ -74,9 +74,10 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
 
 def run(config: Config, name: str) -> None:
     spec = REGISTRY[name]
+    model = load_trained_model(name)
     classes = loaders.class_names(config, spec.task)
     images, labels = loaders.load_arrays(config, spec.task, "test", config.model(name).image_size)
-    probabilities = class_probabilities(load_trained_model(name), images)
+    probabilities = class_probabilities(model, images)
     metrics = test_metrics(labels, probabilities, classes)
     predicted = probabilities.argmax(axis=1)
 

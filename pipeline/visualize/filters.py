@@ -74,13 +74,17 @@ def layer_response(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
     return response + layer.bias if layer.use_bias else response
 
 
-def mean_response(maps: tf.Tensor, filters: tf.Tensor) -> tf.Tensor:
-    """Mean of filter filters[i] over image i's map, borders cropped as keras.io does.
+def border_width(map_size: int) -> int:
+    """Map positions left out at each edge: 2 as in keras.io, fewer on maps of a few pixels."""
+    return min(2, (map_size - 1) // 4)
 
-    Border positions see the zero padding rather than the image, so they are left out;
-    maps of a few pixels (CIFAR's deep layers) keep what they have.
+
+def mean_response(maps: tf.Tensor, filters: tf.Tensor) -> tf.Tensor:
+    """Mean of filter filters[i] over image i's map, without the border positions.
+
+    Border positions see the zero padding rather than the image, so they are left out.
     """
-    border = min(2, (min(maps.shape[1], maps.shape[2]) - 1) // 4)
+    border = border_width(min(maps.shape[1], maps.shape[2]))
     if border:
         maps = maps[:, border:-border, border:-border, :]
     mask = tf.one_hot(filters, maps.shape[-1])[:, tf.newaxis, tf.newaxis, :]
@@ -127,8 +131,12 @@ def gradient_ascent(model: keras.Model, layer_name: str, filters: list[int], ste
     before = mean_response(respond(images), chosen).numpy()
     for _ in tqdm(range(steps), desc=f"filters {layer_name}", disable=not progress, leave=False):
         step()
-    after = mean_response(respond(images), chosen).numpy()
-    patterns = np.stack([deprocess(image) for image in images.numpy()])
+    maps = respond(images)
+    after = mean_response(maps, chosen).numpy()
+    # The pixels under the left-out border never move: crop that grey frame off, as keras.io does.
+    size = images.shape[1]
+    margin = border_width(maps.shape[1]) * size // maps.shape[1]
+    patterns = np.stack([deprocess(image[margin:size - margin, margin:size - margin]) for image in images.numpy()])
     return FilterPatterns(layer_name, list(filters), patterns, before, after)
 
 
