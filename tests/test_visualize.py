@@ -73,6 +73,7 @@ def test_activations_skip_preprocessing_and_draw_every_channel(tmp_path):
     assert tiles == {"conv1": 8, "pool1": 8, "conv2": 6, "bn1": 6}  # no rescale, no dropout
     for name in ["activations_00_input.png", "activations_01_conv1.png", "activations_04_bn1.png"]:
         assert_png(tmp_path / name)
+    assert activations.layer_activations(model, images(1)[0], 1)["conv1"].shape == (30, 30, 8)
 
 
 def test_activations_go_inside_the_nested_vgg16():

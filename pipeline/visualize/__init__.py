@@ -40,8 +40,9 @@ def draw_filters(config: Config, name: str, model: keras.Model, out_dir: Path) -
     for layer_name in tqdm(layer_names, desc=f"{name} filter patterns", unit="layer"):
         patterns = save_filter_patterns(model, layer_name, params.filters_per_layer, params.ascent_steps,
                                         params.ascent_step_size, out_dir, progress=True)
-        summary[layer_name] = {"filters": patterns.filters, "mean_before": patterns.before.round(4).tolist(),
-                               "mean_after": patterns.after.round(4).tolist()}
+        summary[layer_name] = {"filters": patterns.filters,
+                               "mean_before": [round(float(value), 4) for value in patterns.before],
+                               "mean_after": [round(float(value), 4) for value in patterns.after]}
     return summary
 
 

@@ -46,10 +46,10 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
     ]
 
 
-def feature_model(model: keras.Model, layer_names: list[str], at: str = "output") -> keras.Model:
-    """Raw 0..255 pixels -> the outputs (or inputs, at="input") of the named feature layers."""
+def feature_model(model: keras.Model, layer_names: list[str]) -> keras.Model:
+    """Raw 0..255 pixels -> {name: feature maps of that layer}."""
     base, preprocess = conv_base(model)
-    tensors = [getattr(base.get_layer(name), at) for name in layer_names]
+    tensors = {name: base.get_layer(name).output for name in layer_names}
     if preprocess is None:
         return keras.Model(model.inputs[0], tensors)
     # Nested base: build pixels -> preprocess -> (the base cut at those layers).
@@ -61,7 +61,7 @@ def layer_activations(model: keras.Model, image: np.ndarray, n_layers: int) -> d
     """Feature maps (height, width, channels) of the first n_layers feature layers for one image."""
     names = [layer.name for layer in feature_layers(model)[:n_layers]]
     outputs = feature_model(model, names)(image[np.newaxis].astype("float32"), training=False)
-    return {name: keras.ops.convert_to_numpy(maps)[0] for name, maps in zip(names, outputs)}
+    return {name: keras.ops.convert_to_numpy(outputs[name])[0] for name in names}
 
 
 def normalise(tile: np.ndarray) -> np.ndarray:
@@ -71,8 +71,11 @@ def normalise(tile: np.ndarray) -> np.ndarray:
 
 
 def grid_shape(count: int) -> tuple[int, int]:
-    """Rows and columns of a grid about twice as wide as tall (the figures sit in a report)."""
-    columns = min(count, math.ceil(math.sqrt(2 * count)))
+    """Rows and columns of a grid about twice as wide as tall, with no half-empty last row
+    when a divisor of the count comes close (channel counts are mostly powers of two)."""
+    target = math.sqrt(2 * count)
+    fitting = [d for d in range(1, count + 1) if count % d == 0 and target / 2 <= d <= target * 2]
+    columns = min(fitting, key=lambda d: abs(d - target)) if fitting else math.ceil(target)
     return math.ceil(count / columns), columns
 
 
@@ -92,8 +95,9 @@ def plot_activation_grid(maps: np.ndarray, layer_name: str, out_png: Path) -> in
     """One PNG of every channel of one layer; returns the number of tiles drawn."""
     mosaic, tiles = activation_grid(maps, gap=max(1, maps.shape[0] // 16))
     height, width = mosaic.shape
-    # Wide enough to see small maps, never so large that the file balloons.
-    fig_width = float(np.clip(width / DPI, 6, 14))
+    columns = grid_shape(tiles)[1]
+    # Tiles of at least 64 pixels where the page allows, never so large that the file balloons.
+    fig_width = float(np.clip(columns * max(maps.shape[1], 64) / DPI, 6, 12))
     fig_height = fig_width * height / width + 0.6
     fig, ax = plt.subplots(figsize=(fig_width, fig_height), dpi=DPI)
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from pipeline.visualize.activations import DPI, conv_base, feature_layers, feature_model  # noqa: E402
+from pipeline.visualize.activations import DPI, conv_base, feature_layers  # noqa: E402
 
 VGG_LAYERS = ["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"]
 VGG_ASCENT_SIZE = 96
@@ -52,7 +52,7 @@ def layer_input_model(model: keras.Model, layer_name: str) -> keras.Model:
     """
     base, preprocess = conv_base(model)
     if preprocess is None:
-        return feature_model(model, [layer_name], at="input")
+        return keras.Model(model.inputs[0], base.get_layer(layer_name).input)
     size = min(VGG_ASCENT_SIZE, model.inputs[0].shape[1])
     inputs = keras.Input((size, size, 3))
     x = preprocess(inputs)
