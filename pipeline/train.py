@@ -177,11 +177,18 @@ def train_vgg16(config: Config, run: Run, model: keras.Model, hp: Hyperparameter
     val_x, val_y = loaders.load_arrays(config, "cats_dogs", "val", params.image_size)
     train_t, val_t = loaders.encode_labels(train_y, 2), loaders.encode_labels(val_y, 2)
 
-    # Phase 1: the base is frozen, so its output never changes: compute it once.
+    # Phase 1: the base is frozen, so its output never changes: compute it once. When the top
+    # block is fine-tuned next on unchanging input, stop below it and reuse that for phase 2.
     last = model.get_layer("vgg16").layers[-1].name
+    tune = params.fine_tune
+    cut = layer_before(model, tune.unfreeze_from) if tune and params.augment is None else last
+    lower = (frozen_features(model, train_x, cut), frozen_features(model, val_x, cut))
+    features = lower
+    if cut != last:
+        top = submodel(model, tune.unfreeze_from, last)
+        features = tuple(top.predict(part, batch_size=32, verbose=0) for part in lower)
     head = model.get_layer("head")
     compile_model(head, 2, hp.learning_rate)
-    features = (frozen_features(model, train_x, last), frozen_features(model, val_x, last))
     histories = [fit_phase(head, (features[0], train_t), (features[1], val_t), run, "head",
                            hp.epochs, 0, hp.batch_size)]
     if params.fine_tune is None:
@@ -189,14 +196,11 @@ def train_vgg16(config: Config, run: Run, model: keras.Model, hp: Hyperparameter
 
     # Phase 2: unfreeze the top block; what stays frozen below it is still cached,
     # unless augmentation changes the input every epoch.
-    tune = params.fine_tune
     unfreeze_top(model, tune.unfreeze_from)
     if params.augment is None:
-        below = layer_before(model, tune.unfreeze_from)
         upper = submodel(model, tune.unfreeze_from)
         compile_model(upper, 2, tune.learning_rate)
-        train_data = (frozen_features(model, train_x, below), train_t)
-        val_data = (frozen_features(model, val_x, below), val_t)
+        train_data, val_data = (lower[0], train_t), (lower[1], val_t)
         histories.append(fit_phase(upper, train_data, val_data, run, "fine_tune", tune.epochs,
                                    hp.epochs, hp.batch_size))
     else:

@@ -10,6 +10,7 @@ which train@<model> reads when train.use_tuned is true.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -70,8 +71,14 @@ class ReportToTrial(keras.callbacks.Callback):
             raise optuna.TrialPruned(f"pruned after epoch {self.epochs} ({self.monitor} {float(value):.4f})")
 
 
-def study_name(model: str) -> str:
-    return f"tune-{model}"
+def study_name(config: Config, model: str) -> str:
+    """One study per model and search: new ranges, data or model settings start a new study
+    rather than mixing their trials with the old ones; workers with the same params share one."""
+    setting = {"space": config.tune.model_dump(exclude={"storage", "n_trials", "timeout_s"}),
+               "seed": config.seed, "subset_per_class": config.data.subset_per_class,
+               "model": config.model(model).model_dump(exclude={"epochs", "learning_rate", "batch_size"})}
+    digest = hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"tune-{model}-{digest}"
 
 
 def worker_id() -> str:
@@ -122,7 +129,7 @@ def make_pruner(config: Config, model: str) -> optuna.pruners.BasePruner:
 
 def load_study(config: Config, model: str, storage: RDBStorage) -> optuna.Study:
     """Create the study, or load it with its finished trials when it already exists."""
-    study = optuna.create_study(study_name=study_name(model), storage=storage, direction="maximize",
+    study = optuna.create_study(study_name=study_name(config, model), storage=storage, direction="maximize",
                                 load_if_exists=True)
     # A resumed search (or another worker) must not redraw the same first random points, so
     # the seed moves on with the trials already there; a fresh study uses the params' seed.
@@ -149,7 +156,7 @@ def make_objective(config: Config, model: str):
         reporter = ReportToTrial(trial)
         state = TrialState.FAIL
         mlflow.start_run(nested=True, run_name=f"trial-{trial.number}",
-                         tags={"trial": trial.number, "worker": worker_id(), "study": study_name(model)})
+                         tags={"trial": trial.number, "worker": worker_id(), "study": study_name(config, model)})
         try:
             mlflow.log_params(asdict(hp))
             with tempfile.TemporaryDirectory(prefix=f"{model}-trial-{trial.number}-") as workdir:

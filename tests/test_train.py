@@ -116,12 +116,17 @@ def tiny_vgg_project(project):
 
 
 @pytest.mark.parametrize("name", ["cats_dogs_vgg16_finetune", "cats_dogs_vgg16_finetune_aug"])
-def test_vgg16_trains_head_then_top_block(tiny_vgg_project, name):
+def test_vgg16_trains_head_then_top_block(tiny_vgg_project, name, monkeypatch):
     set_params(tiny_vgg_project / "params.yaml", **{f"train.{name}.image_size": 32, f"train.{name}.epochs": 2,
                                                     f"train.{name}.fine_tune.epochs": 1})
     config = load_config("params.yaml")
+    calls = []
+    real = train.frozen_features
+    monkeypatch.setattr(train, "frozen_features", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     model, history = train.fit_model(config, name, train.hyperparameters(config, name))
     assert list(history["phase"]) == ["head", "head", "fine_tune"]
+    # blocks 1-4 run once per image: below block5 when it fine-tunes on fixed input, else the whole base
+    assert calls == (["block4_pool"] * 2 if name == "cats_dogs_vgg16_finetune" else ["block5_pool"] * 2)
     trainable = {w.path.split("/")[0] for w in model.trainable_weights}
     base = model.get_layer("vgg16")
     assert {layer.name for layer in base.layers if layer.trainable_weights} == \

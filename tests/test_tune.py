@@ -23,7 +23,6 @@ from tests.conftest import ROOT
 from tests.fixtures import CIFAR_CLASSES, set_params
 
 MODEL = "cifar10_naive"
-STUDY = "tune-cifar10_naive"
 SEARCH = {"tune.n_trials": 3, "tune.epochs": {"low": 1, "high": 2},
           "tune.learning_rate": {"low": 0.0001, "high": 0.01}, "tune.batch_size": [16, 32],
           "tune.pruner": "median", "tune.storage": "sqlite:///optuna.db"}
@@ -55,17 +54,21 @@ def tiny_study(project):
     return project
 
 
+def study_of(project: Path) -> str:
+    return tune.study_name(load_config(project / "params.yaml"), MODEL)
+
+
 def load(project: Path) -> optuna.Study:
-    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{project / 'optuna.db'}")
+    return optuna.load_study(study_name=study_of(project), storage=f"sqlite:///{project / 'optuna.db'}")
 
 
 def runs_of(parent_id: str):
     return mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
-def parent_runs():
+def parent_runs(project: Path):
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    return mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.runName = '{STUDY}'")
+    return mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.runName = '{study_of(project)}'")
 
 
 def test_study_end_to_end(tiny_study):
@@ -77,7 +80,7 @@ def test_study_end_to_end(tiny_study):
     assert all(trial.user_attrs["worker"].endswith(f":{os.getpid()}") for trial in finished)
 
     # One parent run, a nested run per trial carrying its params, state and per-epoch metrics.
-    parents = parent_runs()
+    parents = parent_runs(tiny_study)
     assert len(parents) == 1
     parent = parents.iloc[0]
     children = runs_of(parent.run_id)
@@ -101,7 +104,7 @@ def test_study_end_to_end(tiny_study):
 
     # The best trial's hyperparameters, which training takes when told to.
     record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
-    assert record == {**best.params, "value": best.value, "trial": best.number, "study": STUDY}
+    assert record == {**best.params, "value": best.value, "trial": best.number, "study": study_of(tiny_study)}
     set_params(tiny_study / "params.yaml", **{"train.use_tuned": True})
     assert hyperparameters(load_config(), MODEL) == Hyperparameters(**best.params)
 
@@ -155,7 +158,7 @@ def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
 
 def seed_good_trials(project: Path, count: int = 2) -> None:
     """Trials that scored a perfect 1.0 at every epoch: any real trial falls below their median."""
-    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{project / 'optuna.db'}",
+    study = optuna.create_study(study_name=study_of(project), storage=f"sqlite:///{project / 'optuna.db'}",
                                 direction="maximize")
     distributions = {"epochs": IntDistribution(2, 2), "learning_rate": FloatDistribution(0.0001, 0.01, log=True),
                      "batch_size": CategoricalDistribution([16, 32])}
@@ -173,7 +176,7 @@ def test_trial_below_the_median_is_pruned(tiny_study):
     trial = load(tiny_study).trials[2]
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["epochs_trained"] == 2  # the median pruner waits one epoch before judging
-    children = runs_of(parent_runs().iloc[0].run_id)
+    children = runs_of(parent_runs(tiny_study).iloc[0].run_id)
     assert children["tags.state"].tolist() == ["PRUNED"]
     assert children["status"].tolist() == ["KILLED"]
     record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
