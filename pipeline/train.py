@@ -22,7 +22,7 @@ import pandas as pd
 import tensorflow as tf
 
 from pipeline import layout, tracking
-from pipeline.config import Config, Model
+from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
 from pipeline.models import REGISTRY, build_model, compile_model, unfreeze_top

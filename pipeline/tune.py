@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from pipeline import layout, tracking
 from pipeline.config import Config, Tune
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.files import write_text_atomically
 from pipeline.models import get_spec
 from pipeline.train import Hyperparameters, fit_model, vgg16_weights
 
@@ -199,10 +200,7 @@ def write_tuned(path: Path, study: optuna.Study) -> dict:
     best = study.best_trial
     record = {**{key: best.params[key] for key in ("epochs", "learning_rate", "batch_size")},
               "value": best.value, "trial": best.number, "study": study.study_name}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
+    write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     return record
 
 

@@ -16,12 +16,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
-import shutil
 import sys
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -29,6 +26,7 @@ from pipeline import layout
 from pipeline.config import MIRROR_ENV, Config, Source
 from pipeline.data import archives
 from pipeline.errors import PipelineError
+from pipeline.files import replacing_folder
 
 CIFAR_FILES = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch", "batches.meta"]
 # What each source must unpack to: a wrong file whose checksum was pasted into params still fails.
@@ -48,7 +46,7 @@ def run(config: Config, source: str) -> None:
     from_folder = isinstance(origin, Path) and origin.is_dir()
     # Verify a file before the output folder is touched; a folder is verified as it is copied.
     archive = None if from_folder else verified_file(config, source, spec, origin)
-    with replacing(layout.raw_dir(config, source)) as staging:
+    with replacing_folder(layout.raw_dir(config, source)) as staging:
         if archive is None:
             checksum = copy_pet_images(origin, staging)
         elif source == "vgg16":
@@ -242,22 +240,6 @@ def finish(staging: Path, source: str, origin: Path | str, checksum: str | None)
     (staging / "SOURCE.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-@contextmanager
-def replacing(folder: Path):
-    """Yield an empty sibling of `folder`; on success it becomes `folder`, on failure it vanishes."""
-    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = folder.with_name(f".{folder.name}.previous-{os.getpid()}")
-    if folder.exists():
-        folder.rename(previous)
-    staging.rename(folder)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 def copy_files(pairs: list[tuple[Path, Path]], description: str) -> None:

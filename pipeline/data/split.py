@@ -16,13 +16,10 @@ so a failure never leaves a half-written split behind.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import io
 import json
-import os
 import pickle
-import shutil
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +33,7 @@ from tqdm import tqdm
 from pipeline import layout
 from pipeline.config import SPLITS, Config
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.files import replacing_folder, write_text_atomically
 
 PET_CLASSES = {"Cat": "cats", "Dog": "dogs"}  # Microsoft's folder -> the split's class folder
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -84,24 +82,6 @@ def require_folder(path: Path, source: str) -> None:
         raise PipelineError(f"{path}: not found; run `dvc repro download@{source}` first")
 
 
-@contextlib.contextmanager
-def staged_folder(target: Path) -> Iterator[Path]:
-    """A fresh sibling folder to build in; it replaces `target` only when the block succeeds."""
-    staging = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = target.with_name(f".{target.name}.old")
-    shutil.rmtree(previous, ignore_errors=True)
-    if target.exists():
-        target.rename(previous)
-    staging.rename(target)
-    shutil.rmtree(previous, ignore_errors=True)
-
 
 def folder_digest(folder: Path) -> str:
     """sha256 over the sorted relative paths and the bytes of every file: the split's identity."""
@@ -129,10 +109,7 @@ def split_metrics(config: Config, task: str, counts: dict, left_out: dict[str, s
 
 
 def write_json(path: Path, content: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(content, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- cats_dogs
@@ -146,7 +123,7 @@ def split_cats_dogs(config: Config) -> dict:
     sizes = split_sizes(config, task)
     counts = {split: {name: sizes[split] for name in PET_CLASSES.values()} for split in SPLITS}
     left_out: dict[str, str] = {}  # "Cat/666.jpg" -> why it was left out
-    with staged_folder(layout.split_dir(config, task)) as staging:
+    with replacing_folder(layout.split_dir(config, task)) as staging:
         for index, (folder, name) in enumerate(PET_CLASSES.items()):
             # One generator per class: the cats drawn do not depend on how many dogs there are.
             rng = np.random.default_rng([config.seed, index])
@@ -237,7 +214,7 @@ def split_cifar10(config: Config) -> dict:
         sample = rng.permutation(members)[: config.per_class(task)]
         for split, part in zip(SPLITS, np.split(sample, [sizes["train"], sizes["train"] + sizes["val"]])):
             chosen[split].append(part)
-    with staged_folder(layout.split_dir(config, task)) as staging:
+    with replacing_folder(layout.split_dir(config, task)) as staging:
         for split in tqdm(SPLITS, desc="write cifar10", unit="split"):
             order = rng.permutation(np.concatenate(chosen[split]))  # mix the classes
             np.savez_compressed(staging / f"{split}.npz", images=images[order], labels=labels[order])

@@ -12,6 +12,7 @@ from keras import layers
 
 from pipeline.config import Model
 from pipeline.models.common import check_image_size, output_layer, scratch_input
+from pipeline.models.naive import stem
 
 BRANCH_FILTERS = 64
 
@@ -28,12 +29,7 @@ def naive_inception_block(x: keras.KerasTensor, filters: int = BRANCH_FILTERS) -
 def build_cifar10(name: str, params: Model) -> keras.Model:
     check_image_size(name, params, 16)
     inputs, x = scratch_input(params)
-    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(x)
-    x = layers.MaxPooling2D(name="pool1")(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
-    x = layers.BatchNormalization(name="bn1")(x)
-    x = layers.MaxPooling2D(name="pool2")(x)
-    x = layers.Dropout(params.dropout, name="dropout1")(x)
+    x = stem(x, params, padding="same")
     x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv3")(x)
     x = layers.MaxPooling2D(name="pool3")(x)
     x = naive_inception_block(x)

@@ -12,14 +12,19 @@ from pipeline.config import Model
 from pipeline.models.common import check_image_size, output_layer, scratch_input
 
 
-def naive_cnn(name: str, params: Model, n_classes: int, padding: str) -> keras.Model:
-    inputs, x = scratch_input(params)
+def stem(x, params: Model, padding: str):
+    """The first two conv blocks, shared by every from-scratch model of the study."""
     x = layers.Conv2D(32, 3, padding=padding, activation="relu", name="conv1")(x)
     x = layers.MaxPooling2D(name="pool1")(x)
     x = layers.Conv2D(64, 3, padding=padding, activation="relu", name="conv2")(x)
     x = layers.BatchNormalization(name="bn1")(x)
     x = layers.MaxPooling2D(name="pool2")(x)
-    x = layers.Dropout(params.dropout, name="dropout1")(x)
+    return layers.Dropout(params.dropout, name="dropout1")(x)
+
+
+def naive_cnn(name: str, params: Model, n_classes: int, padding: str) -> keras.Model:
+    inputs, x = scratch_input(params)
+    x = stem(x, params, padding)
     x = layers.Conv2D(128, 3, padding=padding, activation="relu", name="conv3")(x)
     x = layers.MaxPooling2D(name="pool3")(x)
     x = layers.Conv2D(128, 3, padding=padding, activation="relu", name="conv4")(x)

@@ -6,8 +6,6 @@ layers for one test image, filter patterns by gradient ascent, and Grad-CAM heat
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
@@ -18,6 +16,7 @@ from pipeline import layout, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
+from pipeline.files import replacing_folder
 from pipeline.models import REGISTRY
 from pipeline.visualize.activations import save_activations
 from pipeline.visualize.curves import plot_history
@@ -58,22 +57,13 @@ def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -
     (out_dir / "filters.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def replace_folder(built: Path, target: Path) -> None:
-    """Swap the new figure set in at once: a failed run leaves the old set or none, never half."""
-    shutil.rmtree(target, ignore_errors=True)
-    built.rename(target)
-
-
 def run(config: Config, name: str) -> None:
     require_training(name)
     model = keras.saving.load_model(layout.model_file(name), compile=False)
     target = layout.figures_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as scratch:
-        built = Path(scratch) / name
-        built.mkdir()
+    with replacing_folder(target) as built:  # a failed run leaves the old set, never half of one
         draw_figures(config, name, model, built)
-        replace_folder(built, target)
     with tracking.model_run(name, REGISTRY[name].task, "visualize"):
         mlflow.log_artifacts(str(target), "figures")
     print(f"{name}: {len(list(target.glob('*.png')))} figures in {target}")
