@@ -24,7 +24,7 @@ import tensorflow as tf
 from pipeline import layout, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.models import REGISTRY, build_model, compile_model, unfreeze_top
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
@@ -167,6 +167,9 @@ def frozen_features(model: keras.Model, images: np.ndarray, until: str) -> np.nd
 
 def layer_before(model: keras.Model, name: str) -> str:
     names = [layer.name for layer in model.get_layer("vgg16").layers]
+    if name not in names[1:]:
+        raise ConfigError(f"train.{model.name}.fine_tune.unfreeze_from: {name!r} is not a VGG16 layer "
+                          f"(one of {', '.join(names[1:])})")
     return names[names.index(name) - 1]
 
 

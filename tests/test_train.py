@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import layout, train
 from pipeline.config import load_config
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from tests.conftest import ROOT
 from tests.fixtures import make_cats_dogs_split, make_cifar10_split, make_vgg16_standin, set_params
 
@@ -149,3 +149,12 @@ def test_frozen_vgg16_runs_its_base_once_per_image(tiny_vgg_project, monkeypatch
     assert calls == [12, 4]  # train and val images, once each, for three epochs
     assert len(history) == 3
     assert not model.get_layer("vgg16").trainable_weights
+
+
+def test_unknown_fine_tune_layer_names_the_key(tiny_vgg_project):
+    name = "cats_dogs_vgg16_finetune"
+    set_params(tiny_vgg_project / "params.yaml", **{f"train.{name}.image_size": 32,
+                                                    f"train.{name}.fine_tune.unfreeze_from": "block9_conv1"})
+    config = load_config("params.yaml")
+    with pytest.raises(ConfigError, match=f"train.{name}.fine_tune.unfreeze_from"):
+        train.fit_model(config, name, train.hyperparameters(config, name))
