@@ -22,7 +22,7 @@ import pytest
 from pipeline import tracking, tune
 from tests.conftest import ROOT
 from tests.fixtures import set_params
-from tests.test_tune import MODEL, SEARCH, STUDY, write_cifar_split
+from tests.test_tune import MODEL, SEARCH, study_of, write_cifar_split
 
 SERVER_USER = "postgres"  # the server refuses to run as root
 N_TRIALS = 4
@@ -139,7 +139,7 @@ def test_two_workers_share_one_study(postgres, project, monkeypatch):
     logs = "\n".join((project / f"worker-{i}.log").read_text()[-2000:] for i in range(2))
     assert codes == [0, 0], logs
 
-    study = optuna.load_study(study_name=STUDY, storage=storage)
+    study = optuna.load_study(study_name=study_of(project), storage=storage)
     finished = study.get_trials(states=tune.FINISHED)
     numbers = [trial.number for trial in study.trials]
     assert len(set(numbers)) == len(numbers)
@@ -149,16 +149,16 @@ def test_two_workers_share_one_study(postgres, project, monkeypatch):
     assert pids == {str(worker.pid) for worker in workers}, logs
 
     # The tuned file (written last by the worker that finished last) is the database's best trial.
-    best = optuna.load_study(study_name=STUDY, storage=storage).best_trial
+    best = optuna.load_study(study_name=study_of(project), storage=storage).best_trial
     record = json.loads((project / "tuned" / f"{MODEL}.json").read_text())
     assert (record["trial"], record["value"]) == (best.number, best.value)
     assert {key: record[key] for key in best.params} == best.params
 
     # MLflow in PostgreSQL too: a parent run per worker, each trial nested under its worker's parent.
-    parents = mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.runName = '{STUDY}'")
+    parents = mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.runName = '{study_of(project)}'")
     assert len(parents) == 2
     parent_of = dict(zip(parents["tags.worker"], parents["run_id"]))
-    runs = mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.study = '{STUDY}'")
+    runs = mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.study = '{study_of(project)}'")
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert (children["tags.mlflow.parentRunId"] == children["tags.worker"].map(parent_of)).all()
     assert sorted(int(number) for number in children["tags.trial"]) == sorted(numbers)
