@@ -39,7 +39,9 @@ def result_row(name: str) -> str:
     theirs = f"{reported[0]:.3f} | {reported[1]:.3f} | {reported[2]} / {reported[3]:g}" if reported else "– | – | –"
     figures = layout.figures_dir(name)
     link = f"[figures]({figures.relative_to(layout.REPORTS_DIR).as_posix()}/)" if figures.exists() else ""
-    return f"| `{name}` | {ours} | {theirs} | {link} |"
+    weights = (trained or {}).get("vgg16_weights", "imagenet")
+    label = f"`{name}`" if weights == "imagenet" else f"`{name}` (VGG16 {weights})"
+    return f"| {label} | {ours} | {theirs} | {link} |"
 
 
 def task_section(task: str, names: list[str]) -> list[str]:

@@ -329,6 +329,8 @@ def run(config: Config, name: str) -> None:
         started = time.perf_counter()
         model, history = fit_model(config, name, hp)
         metrics = summary_metrics(history, hp, time.perf_counter() - started)
+        if "vgg16_weights" in tags:  # so the results table can say which weights it measured
+            metrics["vgg16_weights"] = tags["vgg16_weights"]
         write_outputs(name, model, history, metrics)
         mlflow.log_metrics({"best_val_accuracy": metrics["best"]["val_accuracy"],
                             "best_val_loss": metrics["best"]["val_loss"], "wall_time_s": metrics["wall_time_s"]})

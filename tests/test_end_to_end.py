@@ -17,7 +17,7 @@ MODELS = {
     "cats_dogs_vgg16_frozen": ("cats_dogs", {"image_size": 32, "epochs": 1, "batch_size": 8}),
     "cifar10_naive": ("cifar10", {"epochs": 1, "batch_size": 16}),
 }
-ROW = re.compile(r"^\| `(?P<name>\w+)` \| (?P<val_loss>[0-9.]+) \| \*\*(?P<accuracy>[0-9.]+)\*\* \|")
+ROW = re.compile(r"^\| `(?P<name>\w+)`(?P<note>[^|]*)\| (?P<val_loss>[0-9.]+) \| \*\*(?P<accuracy>[0-9.]+)\*\* \|")
 
 
 def local_sources(project):
@@ -77,6 +77,8 @@ def test_whole_dag_on_a_tiny_run(project, monkeypatch):
         assert float(rows[name]["accuracy"]) == pytest.approx(tested["test_accuracy"], abs=5e-4)
         assert float(rows[name]["val_loss"]) == pytest.approx(trained["best"]["val_loss"], abs=5e-4)
         assert f"[figures](figures/{name}/)" in rows[name].string
+        # a VGG16 row measured with the stand-in weights says so
+        assert ("STAND-IN" in rows[name]["note"]) == ("vgg16" in name)
     assert "subset" not in results.split("##")[0] and "seed 42" in results
     for task in ("cats_dogs", "cifar10"):
         assert (project / "reports" / "figures" / f"compare_{task}.png").stat().st_size > 0
