@@ -42,6 +42,15 @@ def label_axes(ax, metric: str) -> None:
     ax.grid(alpha=0.3)
 
 
+def save_figure(fig, out_png: Path) -> Path:
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=DPI)
+    plt.close(fig)
+    return out_png
+
+
 def plot_history(history: History, out_png: Path, title: str | None = None) -> Path:
     """Two panels, loss and accuracy, train and validation; phase changes marked."""
     frame = read_history(history).reset_index(drop=True)
@@ -55,12 +64,7 @@ def plot_history(history: History, out_png: Path, title: str | None = None) -> P
         label_axes(ax, metric)
         ax.legend()
     fig.suptitle(title or "learning curves")
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=DPI)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def compare_models(histories: dict[str, History], out_png: Path, title: str | None = None) -> Path:
@@ -74,9 +78,4 @@ def compare_models(histories: dict[str, History], out_png: Path, title: str | No
         label_axes(ax, metric)
         ax.legend(fontsize=8)
     fig.suptitle(title or "models compared")
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=DPI)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
