@@ -248,8 +248,7 @@ def augmented_finetune_sides(config: Config, name: str, vgg_images: int) -> tupl
     for model in (pipeline_model, arrays_model):
         unfreeze_top(model, tune.unfreeze_from)
         compile_model(model, 2, tune.learning_rate)
-    dataset = tf.data.Dataset.from_tensor_slices((images, targets)) \
-        .shuffle(len(images), seed=config.seed).batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = train.augmented_batches(images, targets, params.batch_size, config.seed)
     return (Side(pipeline_model, {"x": dataset}, len(images)),
             Side(arrays_model, array_args(images, targets, params.batch_size), len(images)), 0.0)
 

@@ -173,6 +173,12 @@ def layer_before(model: keras.Model, name: str) -> str:
     return names[names.index(name) - 1]
 
 
+def augmented_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled batches of in-memory images for a model whose augmentation layers change them each epoch."""
+    return tf.data.Dataset.from_tensor_slices((images, targets)) \
+        .shuffle(len(images), seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def train_vgg16(config: Config, run: Run, model: keras.Model, hp: Hyperparameters) -> pd.DataFrame:
     """Head on cached features; then, if asked, fine-tune the top of the base."""
     params = config.model(run.name)
@@ -208,8 +214,7 @@ def train_vgg16(config: Config, run: Run, model: keras.Model, hp: Hyperparameter
                                    hp.epochs, hp.batch_size))
     else:
         compile_model(model, 2, tune.learning_rate)
-        train_data = tf.data.Dataset.from_tensor_slices((train_x, train_t)) \
-            .shuffle(len(train_x), seed=config.seed).batch(hp.batch_size).prefetch(tf.data.AUTOTUNE)
+        train_data = augmented_batches(train_x, train_t, hp.batch_size, config.seed)
         val_data = tf.data.Dataset.from_tensor_slices((val_x, val_t)).batch(hp.batch_size)
         histories.append(fit_phase(model, train_data, val_data, run, "fine_tune", tune.epochs, hp.epochs))
     return pd.concat(histories)
