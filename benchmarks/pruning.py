@@ -4,7 +4,12 @@ Both searches use the same model, data subset, seed and number of trials; the ta
 the epochs trained in total and the best validation accuracy found. The target: pruning trains
 at most half the epochs for the same best value, within one point.
 
-    python benchmarks/pruning.py                      # 12 trials, 100 train images per class
+By default each pruned search tries the very configurations the unpruned one drew, in the same
+order, so the two differ only in what the pruner stops, not in the sampler's luck (TPE draws
+other points once some trials are pruned). `--independent` lets each search's own TPE sampler
+draw, as `tune@<model>` does.
+
+    python benchmarks/pruning.py                      # 16 trials, 100 train images per class
     python benchmarks/pruning.py --trials 6 --train-per-class 30 --epochs 2 4   # a quick check
 
 The images come from a folder of CIFAR-10 JPEGs laid out as <split>/<class>/*.jpg (by default
@@ -35,11 +40,15 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "pruning.json"
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--train-per-class", type=int, default=100)
-    parser.add_argument("--val-per-class", type=int, default=30)
+    parser.add_argument("--val-per-class", type=int, default=100,
+                        help="validation images per class: enough that one point is more than noise")
     parser.add_argument("--epochs", type=int, nargs=2, default=(2, 10), metavar=("LOW", "HIGH"))
-    parser.add_argument("--pruners", nargs="+", default=["none", "median"], choices=["none", "median", "hyperband"])
+    parser.add_argument("--pruners", nargs="+", default=["none", "median", "hyperband"],
+                        choices=["none", "median", "hyperband"])
+    parser.add_argument("--independent", action="store_true",
+                        help="let each search's sampler draw its own trials instead of replaying the unpruned ones")
     parser.add_argument("--jpegs", type=Path, default=DEFAULT_JPEGS, help="CIFAR-10 JPEGs: <split>/<class>/*.jpg")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser.parse_args()
@@ -90,15 +99,29 @@ def search_config(config, data_root: Path, pruner: str, args: argparse.Namespace
     return config.model_copy(update={"data": data, "tune": tune})
 
 
-def run_search(config, pruner: str) -> dict:
+def replay(config, trials: list[dict]) -> None:
+    """Queue the given configurations, in order, in the search's (new) study."""
     import optuna
 
     from pipeline import tune
 
+    study = optuna.create_study(study_name=tune.study_name(config, MODEL), storage=config.tune.storage,
+                                direction="maximize")
+    for params in trials:
+        study.enqueue_trial(params)
+
+
+def run_search(config, pruner: str, trials: list[dict] | None = None) -> dict:
+    import optuna
+
+    from pipeline import tune
+
+    if trials:
+        replay(config, trials)
     started = time.perf_counter()
     tune.run(config, MODEL)
     seconds = time.perf_counter() - started
-    study = optuna.load_study(study_name=tune.study_name(MODEL), storage=config.tune.storage)
+    study = optuna.load_study(study_name=tune.study_name(config, MODEL), storage=config.tune.storage)
     return {
         "pruner": pruner,
         "epochs_trained": sum(trial.user_attrs.get("epochs_trained", 0) for trial in study.trials),
@@ -106,6 +129,8 @@ def run_search(config, pruner: str) -> dict:
         "best_trial": study.best_trial.number,
         "trials": tune.counts(study),
         "wall_time_s": round(seconds, 1),
+        "trial_params": [trial.params for trial in study.trials],
+        "epochs_per_trial": [trial.user_attrs.get("epochs_trained", 0) for trial in study.trials],
     }
 
 
@@ -152,12 +177,17 @@ def main() -> None:
         os.environ.pop("OPTUNA_STORAGE", None)
         os.environ.pop("TUNE_N_TRIALS", None)
         os.chdir(scratch)
-        results = [run_search(search_config(config, scratch / "data", pruner, args), pruner) for pruner in args.pruners]
+        results = []
+        for pruner in sorted(args.pruners, key=lambda name: name != "none"):  # the unpruned search first
+            baseline = next((row for row in results if row["pruner"] == "none"), None)
+            trials = None if args.independent or baseline is None else baseline["trial_params"]
+            results.append(run_search(search_config(config, scratch / "data", pruner, args), pruner, trials))
         os.chdir(ROOT)
 
     print_table(results)
     report = {"model": MODEL, "seed": config.seed, "trials": args.trials, "train_per_class": args.train_per_class,
               "val_per_class": args.val_per_class, "epochs_range": list(args.epochs),
+              "same_trials": not args.independent,
               "learning_rate_range": [config.tune.learning_rate.low, config.tune.learning_rate.high],
               "batch_sizes": config.tune.batch_size, "results": results, "against_no_pruning": compare(results)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,8 @@ MONITOR = "val_accuracy"
 HEARTBEAT_S = 30  # a running trial proves its worker alive this often...
 GRACE_S = 120  # ...and one silent this long is failed (its worker died) and queued again once
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that count towards n_trials
+STARTUP_TRIALS = 5  # Optuna's default: fewer make the median a coin toss
+WARMUP_EPOCHS = 3  # the first epoch a trial can be pruned at
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
 
@@ -120,11 +122,12 @@ def max_epochs(config: Config, model: str) -> int:
 
 
 def make_pruner(config: Config, model: str) -> optuna.pruners.BasePruner:
+    """Adam's first epochs are noisy and a slow starter can still win: judge no trial before
+    WARMUP_EPOCHS epochs, and none before STARTUP_TRIALS trials have set the median."""
     if config.tune.pruner == "median":
-        # Two full trials first, and never judge a trial on its first epoch alone.
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS - 1)
     if config.tune.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs(config, model))
+        return optuna.pruners.HyperbandPruner(min_resource=WARMUP_EPOCHS, max_resource=max_epochs(config, model))
     return optuna.pruners.NopPruner()
 
 

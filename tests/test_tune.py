@@ -156,26 +156,29 @@ def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
     assert len(after.trials) == len(kept) + 1 + (3 - len(kept))
 
 
-def seed_good_trials(project: Path, count: int = 2) -> None:
+def seed_good_trials(project: Path, count: int, epochs: int) -> None:
     """Trials that scored a perfect 1.0 at every epoch: any real trial falls below their median."""
     study = optuna.create_study(study_name=study_of(project), storage=f"sqlite:///{project / 'optuna.db'}",
                                 direction="maximize")
-    distributions = {"epochs": IntDistribution(2, 2), "learning_rate": FloatDistribution(0.0001, 0.01, log=True),
+    distributions = {"epochs": IntDistribution(epochs, epochs),
+                     "learning_rate": FloatDistribution(0.0001, 0.01, log=True),
                      "batch_size": CategoricalDistribution([16, 32])}
     for _ in range(count):
         study.add_trial(optuna.trial.create_trial(
-            params={"epochs": 2, "learning_rate": 0.001, "batch_size": 32}, distributions=distributions,
-            value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
+            params={"epochs": epochs, "learning_rate": 0.001, "batch_size": 32}, distributions=distributions,
+            value=1.0, intermediate_values={step: 1.0 for step in range(epochs)}))
 
 
 def test_trial_below_the_median_is_pruned(tiny_study):
-    set_params(tiny_study / "params.yaml", **{"tune.epochs": {"low": 2, "high": 2}})
-    seed_good_trials(tiny_study)
-    assert main(["tune", MODEL]) == 0  # one trial left to run of 3
+    epochs = tune.WARMUP_EPOCHS + 1
+    set_params(tiny_study / "params.yaml", **{"tune.epochs": {"low": epochs, "high": epochs},
+                                              "tune.n_trials": tune.STARTUP_TRIALS + 1})
+    seed_good_trials(tiny_study, tune.STARTUP_TRIALS, epochs)
+    assert main(["tune", MODEL]) == 0  # one trial left to run
 
-    trial = load(tiny_study).trials[2]
+    trial = load(tiny_study).trials[tune.STARTUP_TRIALS]
     assert trial.state == TrialState.PRUNED
-    assert trial.user_attrs["epochs_trained"] == 2  # the median pruner waits one epoch before judging
+    assert trial.user_attrs["epochs_trained"] == tune.WARMUP_EPOCHS  # judged first after the warm-up
     children = runs_of(parent_runs(tiny_study).iloc[0].run_id)
     assert children["tags.state"].tolist() == ["PRUNED"]
     assert children["status"].tolist() == ["KILLED"]
