@@ -97,6 +97,7 @@ class Model(Section):
     batch_size: int = Field(gt=0)
     image_size: int = Field(gt=0)
     dropout: float = Field(default=0.5, ge=0, lt=1)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over the epochs
     augment: Augment | None = None
     fine_tune: FineTune | None = None
 

@@ -222,9 +222,10 @@ def train_vgg16(config: Config, run: Run, model: keras.Model, hp: Hyperparameter
 
 def train_from_scratch(config: Config, run: Run, model: keras.Model, hp: Hyperparameters) -> pd.DataFrame:
     spec, params = REGISTRY[run.name], config.model(run.name)
-    compile_model(model, spec.n_classes, hp.learning_rate)
     train_data = loaders.make_dataset(config, spec.task, "train", params.image_size, hp.batch_size, shuffle=True)
     val_data = loaders.make_dataset(config, spec.task, "val", params.image_size, hp.batch_size)
+    decay_steps = hp.epochs * int(train_data.cardinality()) if params.lr_schedule == "cosine" else None
+    compile_model(model, spec.n_classes, hp.learning_rate, decay_steps)
     return fit_phase(model, train_data, val_data, run, "train", hp.epochs, 0)
 
 

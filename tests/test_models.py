@@ -171,6 +171,16 @@ def test_compile_model_losses_and_accuracy():
     assert cats.loss == "binary_crossentropy"
 
 
+def test_cosine_schedule_decays_the_learning_rate_to_zero():
+    model = build_model("cifar10_naive", params(32))
+    compile_model(model, 10, 1e-3, decay_steps=10)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    model.optimizer.iterations.assign(5)
+    assert float(model.optimizer.learning_rate) == pytest.approx(5e-4)
+    model.optimizer.iterations.assign(10)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0, abs=1e-9)
+
+
 def test_saved_model_loads_safely_with_same_predictions(tmp_path):
     model = build_model("cifar10_naive", params(32, augment=AUGMENT))
     path = tmp_path / "cifar10_naive.keras"

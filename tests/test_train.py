@@ -58,6 +58,13 @@ def test_training_writes_outputs_and_mlflow_run(project):
     np.testing.assert_allclose(np.asarray(pyfunc.predict(images)), predictions, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("schedule, final_rate", [("constant", 0.001), ("cosine", 0.0)])
+def test_learning_rate_schedule_runs_over_all_epochs(project, schedule, final_rate):
+    config = tiny_cifar_project(project, epochs=2, **{"train.cifar10_naive.lr_schedule": schedule})
+    model, _ = train.fit_model(config, "cifar10_naive", train.hyperparameters(config, "cifar10_naive"))
+    assert float(model.optimizer.learning_rate) == pytest.approx(final_rate, abs=1e-9)
+
+
 def test_same_params_give_the_same_numbers(project):
     config = tiny_cifar_project(project)
     hp = train.hyperparameters(config, "cifar10_naive")
