@@ -44,7 +44,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=100,
                         help="validation images per class: enough that one point is more than noise")
-    parser.add_argument("--epochs", type=int, nargs=2, default=(2, 10), metavar=("LOW", "HIGH"))
+    parser.add_argument("--epochs", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                        help="the searched range of epochs (default: tune.epochs of params.yaml)")
     parser.add_argument("--pruners", nargs="+", default=["none", "median", "hyperband"],
                         choices=["none", "median", "hyperband"])
     parser.add_argument("--independent", action="store_true",
@@ -131,6 +132,8 @@ def run_search(config, pruner: str, trials: list[dict] | None = None) -> dict:
         "wall_time_s": round(seconds, 1),
         "trial_params": [trial.params for trial in study.trials],
         "epochs_per_trial": [trial.user_attrs.get("epochs_trained", 0) for trial in study.trials],
+        "val_accuracy_per_epoch": [[round(value, 4) for value in trial.intermediate_values.values()]
+                                   for trial in study.trials],
     }
 
 
@@ -165,6 +168,7 @@ def main() -> None:
     from pipeline.config import load_config
 
     config = load_config(ROOT / "params.yaml")
+    args.epochs = args.epochs or (int(config.tune.epochs.low), int(config.tune.epochs.high))
     per_class = {"train": args.train_per_class, "val": args.val_per_class}
     project_split = ROOT / config.data.root / "split" / "cifar10"
     with tempfile.TemporaryDirectory(prefix="pruning-benchmark-") as scratch:
