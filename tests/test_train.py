@@ -75,13 +75,13 @@ def test_same_params_give_the_same_numbers(project):
 
 def test_nan_loss_fails_the_run(project, monkeypatch):
     config = tiny_cifar_project(project)
-    real = train.loaders.load_arrays
+    real = train.loaders.encode_labels
 
-    def poisoned(*args, **kwargs):
-        images, labels = real(*args, **kwargs)
-        return np.full_like(images, np.nan), labels
+    def poisoned(labels, n_classes):
+        # NaN targets, not NaN pixels: some CPU kernels turn relu(NaN) into 0, which would hide them
+        return np.full_like(real(labels, n_classes), np.nan)
 
-    monkeypatch.setattr(train.loaders, "load_arrays", poisoned)
+    monkeypatch.setattr(train.loaders, "encode_labels", poisoned)
     with pytest.raises(PipelineError, match="loss became nan"):
         train.run(config, "cifar10_naive")
     run = mlflow.get_run(layout.run_id_file("cifar10_naive").read_text().strip())
