@@ -97,15 +97,16 @@ def fit_phase(model, train_data, val_data, run: Run, phase: str, epochs: int, fi
               batch_size: int | None = None) -> pd.DataFrame:
     """model.fit with resume, NaN guard and MLflow logging; returns this phase's per-epoch history.
 
-    BackupAndRestore makes a killed run continue from its last finished epoch; the CSV log
-    is appended to, so the history of a resumed run is still complete.
+    BackupAndRestore makes a killed run continue from its last finished epoch; it keeps the
+    previous state too, for a kill that lands while it writes. The CSV log is written first and
+    appended to: an epoch trained again after a kill replaces its row, none goes missing.
     """
     backup = run.workdir / phase
     backup.mkdir(parents=True, exist_ok=True)
     csv_log = backup / "history.csv"
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup / "state")),
         keras.callbacks.CSVLogger(str(csv_log), append=True),
+        keras.callbacks.BackupAndRestore(str(backup / "state"), double_checkpoint=True),
         StopOnNaN(run.name, phase),
         MlflowEpochLogger(first_step),
         *run.callbacks,
