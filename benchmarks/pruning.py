@@ -123,15 +123,16 @@ def run_search(config, pruner: str, trials: list[dict] | None = None) -> dict:
     tune.run(config, MODEL)
     seconds = time.perf_counter() - started
     study = optuna.load_study(study_name=tune.study_name(config, MODEL), storage=config.tune.storage)
+    epochs_per_trial = [trial.user_attrs.get("epochs_trained", 0) for trial in study.trials]
     return {
         "pruner": pruner,
-        "epochs_trained": sum(trial.user_attrs.get("epochs_trained", 0) for trial in study.trials),
+        "epochs_trained": sum(epochs_per_trial),
         "best_val_accuracy": study.best_value,
         "best_trial": study.best_trial.number,
         "trials": tune.counts(study),
         "wall_time_s": round(seconds, 1),
         "trial_params": [trial.params for trial in study.trials],
-        "epochs_per_trial": [trial.user_attrs.get("epochs_trained", 0) for trial in study.trials],
+        "epochs_per_trial": epochs_per_trial,
         "val_accuracy_per_epoch": [[round(value, 4) for value in trial.intermediate_values.values()]
                                    for trial in study.trials],
     }
