@@ -9,8 +9,9 @@ order, so the two differ only in what the pruner stops, not in the sampler's luc
 other points once some trials are pruned). `--independent` lets each search's own TPE sampler
 draw, as `tune@<model>` does.
 
-    python benchmarks/pruning.py                      # 16 trials, 100 train images per class
-    python benchmarks/pruning.py --trials 6 --train-per-class 30 --epochs 2 4   # a quick check
+    python benchmarks/pruning.py                      # params' search: 20 trials, epochs 2..30
+    python benchmarks/pruning.py --seeds 1 2 42 --pruners none median percentile
+    python benchmarks/pruning.py --trials 6 --train-per-class 30 --epochs 2 4 --pruners none median  # quick
 
 The images come from a folder of CIFAR-10 JPEGs laid out as <split>/<class>/*.jpg (by default
 ../shared/data/cifar10/jpg beside the project), or from the project's data/split/cifar10.
@@ -40,14 +41,16 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "pruning.json"
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, help="trials per search (default: tune.n_trials of params.yaml)")
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=100,
                         help="validation images per class: enough that one point is more than noise")
     parser.add_argument("--epochs", type=int, nargs=2, metavar=("LOW", "HIGH"),
                         help="the searched range of epochs (default: tune.epochs of params.yaml)")
-    parser.add_argument("--pruners", nargs="+", default=["none", "median", "hyperband"],
-                        choices=["none", "median", "hyperband"])
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="one comparison per seed, for the sampler and the training (default: params.yaml's)")
+    parser.add_argument("--pruners", nargs="+", default=["none", "median", "percentile", "hyperband"],
+                        choices=["none", "median", "percentile", "hyperband"])
     parser.add_argument("--independent", action="store_true",
                         help="let each search's sampler draw its own trials instead of replaying the unpruned ones")
     parser.add_argument("--jpegs", type=Path, default=DEFAULT_JPEGS, help="CIFAR-10 JPEGs: <split>/<class>/*.jpg")
@@ -87,7 +90,7 @@ def write_split(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) ->
     (folder / "classes.json").write_text(json.dumps(CLASSES))
 
 
-def search_config(config, data_root: Path, pruner: str, args: argparse.Namespace):
+def search_config(config, data_root: Path, pruner: str, seed: int, args: argparse.Namespace):
     """params.yaml's config with the benchmark's data, search size and pruner."""
     from pipeline.config import Range
 
@@ -97,7 +100,7 @@ def search_config(config, data_root: Path, pruner: str, args: argparse.Namespace
         "epochs": Range(low=args.epochs[0], high=args.epochs[1]),
     })
     data = config.data.model_copy(update={"root": data_root, "subset_per_class": None})
-    return config.model_copy(update={"data": data, "tune": tune})
+    return config.model_copy(update={"data": data, "tune": tune, "seed": seed})
 
 
 def replay(config, trials: list[dict]) -> None:
@@ -138,8 +141,9 @@ def run_search(config, pruner: str, trials: list[dict] | None = None) -> dict:
     }
 
 
-def print_table(results: list[dict]) -> None:
-    print(f"\n{'pruner':<10} {'epochs':>7} {'best val_accuracy':>18} {'complete':>9} {'pruned':>7} {'time (s)':>9}")
+def print_table(seed: int, results: list[dict]) -> None:
+    print(f"\nseed {seed}")
+    print(f"{'pruner':<10} {'epochs':>7} {'best val_accuracy':>18} {'complete':>9} {'pruned':>7} {'time (s)':>9}")
     for row in results:
         print(f"{row['pruner']:<10} {row['epochs_trained']:>7} {row['best_val_accuracy']:>18.4f} "
               f"{row['trials']['complete']:>9} {row['trials']['pruned']:>7} {row['wall_time_s']:>9}")
@@ -163,12 +167,24 @@ def compare(results: list[dict]) -> dict:
     return summary
 
 
+def compare_pruners(config, data_root: Path, seed: int, args: argparse.Namespace) -> list[dict]:
+    """The unpruned search, then one search per pruner (replaying its trials unless --independent)."""
+    results = []
+    for pruner in sorted(args.pruners, key=lambda name: name != "none"):  # the unpruned search first
+        baseline = next((row for row in results if row["pruner"] == "none"), None)
+        trials = None if args.independent or baseline is None else baseline["trial_params"]
+        results.append(run_search(search_config(config, data_root, pruner, seed, args), pruner, trials))
+    return results
+
+
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pipeline.config import load_config
 
     config = load_config(ROOT / "params.yaml")
+    args.seeds = args.seeds or [config.seed]
+    args.trials = args.trials or config.tune.n_trials
     args.epochs = args.epochs or (int(config.tune.epochs.low), int(config.tune.epochs.high))
     per_class = {"train": args.train_per_class, "val": args.val_per_class}
     project_split = ROOT / config.data.root / "split" / "cifar10"
@@ -182,19 +198,17 @@ def main() -> None:
         os.environ.pop("OPTUNA_STORAGE", None)
         os.environ.pop("TUNE_N_TRIALS", None)
         os.chdir(scratch)
-        results = []
-        for pruner in sorted(args.pruners, key=lambda name: name != "none"):  # the unpruned search first
-            baseline = next((row for row in results if row["pruner"] == "none"), None)
-            trials = None if args.independent or baseline is None else baseline["trial_params"]
-            results.append(run_search(search_config(config, scratch / "data", pruner, args), pruner, trials))
+        runs = [{"seed": seed, "results": compare_pruners(config, scratch / "data", seed, args)} for seed in args.seeds]
         os.chdir(ROOT)
 
-    print_table(results)
-    report = {"model": MODEL, "seed": config.seed, "trials": args.trials, "train_per_class": args.train_per_class,
+    for run in runs:
+        print_table(run["seed"], run["results"])
+        run["against_no_pruning"] = compare(run["results"])
+    report = {"model": MODEL, "seeds": args.seeds, "trials": args.trials, "train_per_class": args.train_per_class,
               "val_per_class": args.val_per_class, "epochs_range": list(args.epochs),
               "same_trials": not args.independent,
               "learning_rate_range": [config.tune.learning_rate.low, config.tune.learning_rate.high],
-              "batch_sizes": config.tune.batch_size, "results": results, "against_no_pruning": compare(results)}
+              "batch_sizes": config.tune.batch_size, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"-> {args.out}")

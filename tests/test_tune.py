@@ -169,10 +169,11 @@ def seed_good_trials(project: Path, count: int, epochs: int) -> None:
             value=1.0, intermediate_values={step: 1.0 for step in range(epochs)}))
 
 
-def test_trial_below_the_median_is_pruned(tiny_study):
+@pytest.mark.parametrize("pruner", ["median", "percentile"])
+def test_trial_below_the_bar_is_pruned(tiny_study, pruner):
     epochs = tune.WARMUP_EPOCHS + 1
     set_params(tiny_study / "params.yaml", **{"tune.epochs": {"low": epochs, "high": epochs},
-                                              "tune.n_trials": tune.STARTUP_TRIALS + 1})
+                                              "tune.n_trials": tune.STARTUP_TRIALS + 1, "tune.pruner": pruner})
     seed_good_trials(tiny_study, tune.STARTUP_TRIALS, epochs)
     assert main(["tune", MODEL]) == 0  # one trial left to run
 
@@ -186,6 +187,33 @@ def test_trial_below_the_median_is_pruned(tiny_study):
     assert (record["trial"], record["value"]) == (0, 1.0)
 
 
+def pruned_at_warmup(config, finished_values: list[float], value: float) -> bool:
+    """Whether the search's pruner stops a trial scoring `value` once the finished trials have
+    scored `finished_values` at every epoch."""
+    study = optuna.create_study(direction="maximize", pruner=tune.make_pruner(config, MODEL))
+    for finished in finished_values:
+        study.add_trial(optuna.trial.create_trial(
+            value=finished, intermediate_values={step: finished for step in range(tune.WARMUP_EPOCHS)}))
+    trial = study.ask()
+    for step in range(tune.WARMUP_EPOCHS):
+        trial.report(value, step)
+    return bool(trial.should_prune())
+
+
+@pytest.mark.parametrize("pruner, percentile, pruned", [
+    ("median", 25.0, False),     # 0.7 is above the median, 0.6
+    ("percentile", 25.0, True),  # ...but not in the top quarter (above 0.8)
+    ("percentile", 50.0, False),
+    ("none", 25.0, False),
+])
+def test_pruner_sets_the_bar_from_params(tiny_study, pruner, percentile, pruned):
+    set_params(tiny_study / "params.yaml", **{"tune.pruner": pruner, "tune.percentile": percentile})
+    config = load_config(tiny_study / "params.yaml")
+    scores = [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert pruned_at_warmup(config, scores, 0.7) is pruned
+    assert pruned_at_warmup(config, scores, 0.9) is False
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
@@ -197,7 +225,9 @@ def test_trial_below_the_median_is_pruned(tiny_study):
         ({"tune.batch_size": []}, "tune.batch_size"),
         ({"tune.batch_size": [32, 0]}, "tune.batch_size"),
         ({"tune.n_trials": 0}, "tune.n_trials"),
-        ({"tune.pruner": "percentile"}, "tune.pruner"),
+        ({"tune.pruner": "quantile"}, "tune.pruner"),
+        ({"tune.percentile": 0}, "tune.percentile"),
+        ({"tune.percentile": 100}, "tune.percentile"),
         ({"tune.storage": "not a database url"}, "tune.storage"),
     ],
 )
