@@ -129,7 +129,7 @@ class Tune(Section):
     n_trials: int = Field(default=20, gt=0)
     timeout_s: int | None = Field(default=None, gt=0)
     pruner: Literal["percentile", "median", "hyperband", "none"] = "percentile"
-    percentile: float = Field(default=25.0, gt=0, lt=100)  # the percentile pruner keeps this top share
+    percentile: float = Field(default=33.0, gt=0, lt=100)  # the percentile pruner keeps this top share
     epochs: Range
     learning_rate: Range
     batch_size: list[int] = Field(min_length=1)

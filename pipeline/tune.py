@@ -40,6 +40,7 @@ HEARTBEAT_S = 30  # a running trial proves its worker alive this often...
 GRACE_S = 120  # ...and one silent this long is failed (its worker died) and queued again once
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that count towards n_trials
 STARTUP_TRIALS = 5  # Optuna's default: fewer make the bar a coin toss
+BAR_TRIALS = 3  # finished trials that reached an epoch before it has a bar: one is not a crowd
 WARMUP_EPOCHS = 2  # the first epoch a trial can be pruned at: the first is mostly the random start
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
@@ -124,13 +125,15 @@ def max_epochs(config: Config, model: str) -> int:
 def make_pruner(config: Config, model: str) -> optuna.pruners.BasePruner:
     """A trial whose best validation accuracy so far falls below the bar at its epoch stops: the
     median of the finished trials at that epoch, or for the percentile pruner the value their top
-    tune.percentile % reach (25: the top quarter; benchmarks/pruning.py measures the choice).
-    No trial is judged before WARMUP_EPOCHS epochs, nor before STARTUP_TRIALS trials finished."""
+    tune.percentile % reach (33: the top third; benchmarks/pruning.py measures the choice).
+    No trial is judged before WARMUP_EPOCHS epochs, nor before STARTUP_TRIALS trials finished,
+    nor at an epoch fewer than BAR_TRIALS finished trials reached."""
     if config.tune.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS - 1)
+        return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS - 1,
+                                           n_min_trials=BAR_TRIALS)
     if config.tune.pruner == "percentile":
         return optuna.pruners.PercentilePruner(config.tune.percentile, n_startup_trials=STARTUP_TRIALS,
-                                               n_warmup_steps=WARMUP_EPOCHS - 1)
+                                               n_warmup_steps=WARMUP_EPOCHS - 1, n_min_trials=BAR_TRIALS)
     if config.tune.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=WARMUP_EPOCHS, max_resource=max_epochs(config, model))
     return optuna.pruners.NopPruner()

@@ -187,13 +187,17 @@ def test_trial_below_the_bar_is_pruned(tiny_study, pruner):
     assert (record["trial"], record["value"]) == (0, 1.0)
 
 
-def pruned_at_warmup(config, finished_values: list[float], value: float) -> bool:
-    """Whether the search's pruner stops a trial scoring `value` once the finished trials have
-    scored `finished_values` at every epoch."""
+def pruned_at_warmup(config, finished_values: list[float], value: float, short_trials: int = 0) -> bool:
+    """Whether the search's pruner stops a trial scoring `value` at its first judged epoch once
+    the finished trials have scored `finished_values` at every epoch (and `short_trials` more
+    ended, scoring 1.0, an epoch before it)."""
     study = optuna.create_study(direction="maximize", pruner=tune.make_pruner(config, MODEL))
     for finished in finished_values:
         study.add_trial(optuna.trial.create_trial(
             value=finished, intermediate_values={step: finished for step in range(tune.WARMUP_EPOCHS)}))
+    for _ in range(short_trials):
+        study.add_trial(optuna.trial.create_trial(
+            value=1.0, intermediate_values={step: 1.0 for step in range(tune.WARMUP_EPOCHS - 1)}))
     trial = study.ask()
     for step in range(tune.WARMUP_EPOCHS):
         trial.report(value, step)
@@ -212,6 +216,15 @@ def test_pruner_sets_the_bar_from_params(tiny_study, pruner, percentile, pruned)
     scores = [0.2, 0.4, 0.6, 0.8, 1.0]
     assert pruned_at_warmup(config, scores, 0.7) is pruned
     assert pruned_at_warmup(config, scores, 0.9) is False
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile"])
+def test_no_bar_from_fewer_than_three_trials_at_that_epoch(tiny_study, pruner):
+    set_params(tiny_study / "params.yaml", **{"tune.pruner": pruner})
+    config = load_config(tiny_study / "params.yaml")
+    short = tune.STARTUP_TRIALS  # enough finished trials, but none reached the judged epoch
+    assert pruned_at_warmup(config, [1.0, 1.0], 0.1, short_trials=short) is False
+    assert pruned_at_warmup(config, [1.0, 1.0, 1.0], 0.1, short_trials=short) is True
 
 
 @pytest.mark.parametrize(
