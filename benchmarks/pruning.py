@@ -54,8 +54,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--independent", action="store_true",
                         help="let each search's sampler draw its own trials instead of replaying the unpruned ones")
     parser.add_argument("--jpegs", type=Path, default=DEFAULT_JPEGS, help="CIFAR-10 JPEGs: <split>/<class>/*.jpg")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    return parser.parse_args()
+    parser.add_argument("--recorded", type=Path, metavar="JSON",
+                        help="judge the unpruned searches recorded in an earlier pruning.json with --pruners, "
+                             "without training (default --out: <JSON>-rejudged.json)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.out is None:
+        args.out = args.recorded.with_name(f"{args.recorded.stem}-rejudged.json") if args.recorded else DEFAULT_OUT
+    return args
 
 
 def from_jpegs(folder: Path, per_class: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -141,12 +147,65 @@ def run_search(config, pruner: str, trials: list[dict] | None = None) -> dict:
     }
 
 
+def prune_recorded(config, pruner: str, unpruned: dict) -> dict:
+    """What the pruner would have stopped in a recorded unpruned search. Training is
+    deterministic, so a pruned trial is exactly the first epochs of its unpruned run: feeding
+    the recorded curves to the pruner, epoch by epoch, gives the pruned search's figures."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from pipeline import tune
+
+    # The search's own study name: Hyperband assigns its brackets from it.
+    study = optuna.create_study(study_name=tune.study_name(config, MODEL), direction="maximize",
+                                pruner=tune.make_pruner(config, MODEL))
+    for params, curve in zip(unpruned["trial_params"], unpruned["val_accuracy_per_epoch"]):
+        study.enqueue_trial(params)
+        trial = study.ask()
+        tune.suggest(trial, config.tune)
+        for epoch, value in enumerate(curve):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, max(curve))
+    epochs_per_trial = [len(trial.intermediate_values) for trial in study.trials]
+    return {
+        "pruner": pruner,
+        "epochs_trained": sum(epochs_per_trial),
+        "best_val_accuracy": study.best_value,
+        "best_trial": study.best_trial.number,
+        "trials": tune.counts(study),
+        "wall_time_s": None,
+        "recorded": True,
+        "trial_params": [trial.params for trial in study.trials],
+        "epochs_per_trial": epochs_per_trial,
+    }
+
+
+def rejudge(config, args: argparse.Namespace) -> None:
+    """--recorded: each recorded seed's unpruned search, judged by each of --pruners."""
+    report = json.loads(args.recorded.read_text())
+    args.epochs, args.trials = report["epochs_range"], report["trials"]
+    for run in report["runs"]:
+        unpruned = next(row for row in run["results"] if row["pruner"] == "none")
+        run["results"] = [unpruned] + [
+            prune_recorded(search_config(config, config.data.root, pruner, run["seed"], args), pruner, unpruned)
+            for pruner in args.pruners if pruner != "none"]
+        print_table(run["seed"], run["results"])
+        run["against_no_pruning"] = compare(run["results"])
+    report["rejudged_from"] = str(args.recorded)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"-> {args.out}")
+
+
 def print_table(seed: int, results: list[dict]) -> None:
     print(f"\nseed {seed}")
     print(f"{'pruner':<10} {'epochs':>7} {'best val_accuracy':>18} {'complete':>9} {'pruned':>7} {'time (s)':>9}")
     for row in results:
         print(f"{row['pruner']:<10} {row['epochs_trained']:>7} {row['best_val_accuracy']:>18.4f} "
-              f"{row['trials']['complete']:>9} {row['trials']['pruned']:>7} {row['wall_time_s']:>9}")
+              f"{row['trials']['complete']:>9} {row['trials']['pruned']:>7} {row['wall_time_s'] or '-':>9}")
 
 
 def compare(results: list[dict]) -> dict:
@@ -183,6 +242,8 @@ def main() -> None:
     from pipeline.config import load_config
 
     config = load_config(ROOT / "params.yaml")
+    if args.recorded:
+        return rejudge(config, args)
     args.seeds = args.seeds or [config.seed]
     args.trials = args.trials or config.tune.n_trials
     args.epochs = args.epochs or (int(config.tune.epochs.low), int(config.tune.epochs.high))
