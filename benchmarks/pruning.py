@@ -188,6 +188,8 @@ def rejudge(config, args: argparse.Namespace) -> None:
     """--recorded: each recorded seed's unpruned search, judged by each of --pruners."""
     report = json.loads(args.recorded.read_text())
     args.epochs, args.trials = report["epochs_range"], report["trials"]
+    if "runs" not in report:  # written before --seeds: one seed
+        report["runs"] = [{"seed": report.pop("seed"), "results": report.pop("results")}]
     for run in report["runs"]:
         unpruned = next(row for row in run["results"] if row["pruner"] == "none")
         run["results"] = [unpruned] + [
@@ -218,7 +220,7 @@ def compare(results: list[dict]) -> dict:
         if row is baseline:
             continue
         share = row["epochs_trained"] / baseline["epochs_trained"]
-        change = 100 * (row["best_val_accuracy"] - baseline["best_val_accuracy"])
+        change = round(100 * (row["best_val_accuracy"] - baseline["best_val_accuracy"]), 2) + 0.0  # no "-0.0"
         summary[row["pruner"]] = {"epoch_share": round(share, 3), "best_change_points": round(change, 2),
                                   "target_met": share <= 0.5 and change >= -1.0}
         print(f"{row['pruner']}: {share:.0%} of the epochs, best value {change:+.1f} points "
