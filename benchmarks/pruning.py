@@ -12,6 +12,7 @@ draw, as `tune@<model>` does.
     python benchmarks/pruning.py                      # params' search: 20 trials, epochs 2..30
     python benchmarks/pruning.py --seeds 1 2 42 --pruners none median percentile
     python benchmarks/pruning.py --trials 6 --train-per-class 30 --epochs 2 4 --pruners none median  # quick
+    python benchmarks/pruning.py --recorded benchmarks/results/pruning.json --pruners percentile  # no training
 
 The images come from a folder of CIFAR-10 JPEGs laid out as <split>/<class>/*.jpg (by default
 ../shared/data/cifar10/jpg beside the project), or from the project's data/split/cifar10.
