@@ -133,18 +133,24 @@ def run_search(config, pruner: str, trials: list[dict] | None = None) -> dict:
     tune.run(config, MODEL)
     seconds = time.perf_counter() - started
     study = optuna.load_study(study_name=tune.study_name(config, MODEL), storage=config.tune.storage)
-    epochs_per_trial = [trial.user_attrs.get("epochs_trained", 0) for trial in study.trials]
+    return {**summarise(study, pruner), "wall_time_s": round(seconds, 1),
+            "val_accuracy_per_epoch": [[round(value, 4) for value in trial.intermediate_values.values()]
+                                       for trial in study.trials]}
+
+
+def summarise(study, pruner: str) -> dict:
+    """A search's figures: epochs trained (one reported value per epoch), best value, trials."""
+    from pipeline import tune
+
+    epochs_per_trial = [len(trial.intermediate_values) for trial in study.trials]
     return {
         "pruner": pruner,
         "epochs_trained": sum(epochs_per_trial),
         "best_val_accuracy": study.best_value,
         "best_trial": study.best_trial.number,
         "trials": tune.counts(study),
-        "wall_time_s": round(seconds, 1),
         "trial_params": [trial.params for trial in study.trials],
         "epochs_per_trial": epochs_per_trial,
-        "val_accuracy_per_epoch": [[round(value, 4) for value in trial.intermediate_values.values()]
-                                   for trial in study.trials],
     }
 
 
@@ -171,18 +177,7 @@ def prune_recorded(config, pruner: str, unpruned: dict) -> dict:
                 break
         else:
             study.tell(trial, max(curve))
-    epochs_per_trial = [len(trial.intermediate_values) for trial in study.trials]
-    return {
-        "pruner": pruner,
-        "epochs_trained": sum(epochs_per_trial),
-        "best_val_accuracy": study.best_value,
-        "best_trial": study.best_trial.number,
-        "trials": tune.counts(study),
-        "wall_time_s": None,
-        "recorded": True,
-        "trial_params": [trial.params for trial in study.trials],
-        "epochs_per_trial": epochs_per_trial,
-    }
+    return {**summarise(study, pruner), "wall_time_s": None, "recorded": True}
 
 
 def rejudge(config, args: argparse.Namespace) -> None:
@@ -222,7 +217,7 @@ def compare(results: list[dict]) -> dict:
             continue
         share = row["epochs_trained"] / baseline["epochs_trained"]
         change = round(100 * (row["best_val_accuracy"] - baseline["best_val_accuracy"]), 2) + 0.0  # no "-0.0"
-        summary[row["pruner"]] = {"epoch_share": round(share, 3), "best_change_points": round(change, 2),
+        summary[row["pruner"]] = {"epoch_share": round(share, 3), "best_change_points": change,
                                   "target_met": share <= 0.5 and change >= -1.0}
         print(f"{row['pruner']}: {share:.0%} of the epochs, best value {change:+.1f} points "
               f"({'meets' if summary[row['pruner']]['target_met'] else 'misses'} the target: <= 50%, >= -1 point)")

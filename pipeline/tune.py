@@ -128,11 +128,9 @@ def make_pruner(config: Config, model: str) -> optuna.pruners.BasePruner:
     tune.percentile % reach (33: the top third; benchmarks/pruning.py measures the choice).
     No trial is judged before WARMUP_EPOCHS epochs, nor before STARTUP_TRIALS trials finished,
     nor at an epoch fewer than BAR_TRIALS finished trials reached."""
-    if config.tune.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS - 1,
-                                           n_min_trials=BAR_TRIALS)
-    if config.tune.pruner == "percentile":
-        return optuna.pruners.PercentilePruner(config.tune.percentile, n_startup_trials=STARTUP_TRIALS,
+    if config.tune.pruner in ("median", "percentile"):  # Optuna's median pruner is its 50th percentile
+        keep = 50.0 if config.tune.pruner == "median" else config.tune.percentile
+        return optuna.pruners.PercentilePruner(keep, n_startup_trials=STARTUP_TRIALS,
                                                n_warmup_steps=WARMUP_EPOCHS - 1, n_min_trials=BAR_TRIALS)
     if config.tune.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=WARMUP_EPOCHS, max_resource=max_epochs(config, model))
