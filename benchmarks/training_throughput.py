@@ -59,7 +59,8 @@ from PIL import Image  # noqa: E402
 from pipeline import layout, train  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.data import loaders  # noqa: E402
-from pipeline.models import REGISTRY, build_model, compile_model, unfreeze_top  # noqa: E402
+from pipeline.models import REGISTRY, build_model, compile_model  # noqa: E402
+from pipeline.models.vgg16 import unfreeze_top  # noqa: E402
 from tests.fixtures import make_vgg16_standin, set_params  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # retracing notes: each model here traces its own functions

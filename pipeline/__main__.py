@@ -9,18 +9,11 @@ from pathlib import Path
 
 from pipeline.config import PARAMS_FILE, load_config
 from pipeline.errors import PipelineError
+from pipeline.models import REGISTRY
 
 SOURCES = ("cats_dogs", "cifar10", "vgg16")
 TASKS = ("cats_dogs", "cifar10")
-MODELS = (
-    "cats_dogs_naive",
-    "cats_dogs_vgg16_frozen",
-    "cats_dogs_vgg16_finetune",
-    "cats_dogs_vgg16_finetune_aug",
-    "cifar10_naive",
-    "cifar10_inception",
-    "cifar10_residual",
-)
+MODELS = tuple(REGISTRY)
 
 # stage name -> (module holding run(config, ...), help, positional argument and its choices)
 STAGES = {

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.models import REGISTRY
 
 PARAMS_FILE = Path("params.yaml")
 MIRROR_ENV = "PIPELINE_DATA_MIRROR"
@@ -102,15 +103,10 @@ class Model(Section):
     fine_tune: FineTune | None = None
 
 
-class Train(Section):
-    use_tuned: bool = False
-    cats_dogs_naive: Model
-    cats_dogs_vgg16_frozen: Model
-    cats_dogs_vgg16_finetune: Model
-    cats_dogs_vgg16_finetune_aug: Model
-    cifar10_naive: Model
-    cifar10_inception: Model
-    cifar10_residual: Model
+# One required `Model` section per model of the registry, beside the switch for tuned values.
+Train = create_model(
+    "Train", __base__=Section, use_tuned=(bool, False), **{name: (Model, ...) for name in REGISTRY}
+)
 
 
 class Range(Section):
@@ -170,7 +166,7 @@ class Config(Section):
     data: Data = Data()
     sources: Sources
     split: Split
-    train: Train
+    train: Train  # type: ignore[valid-type]
     tune: Tune
     visualize: Visualize = Visualize()
 
