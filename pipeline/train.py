@@ -25,7 +25,8 @@ from pipeline import layout, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.models import REGISTRY, build_model, compile_model, unfreeze_top
+from pipeline.models import REGISTRY, build_model, compile_model
+from pipeline.models.vgg16 import unfreeze_top
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
 BACKUP_ROOT = layout.MODELS_DIR / ".backup"
