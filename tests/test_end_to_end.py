@@ -81,7 +81,7 @@ def test_whole_dag_on_a_tiny_run(project, monkeypatch):
         assert ("STAND-IN" in rows[name]["note"]) == ("vgg16" in name)
     assert "subset" not in results.split("##")[0] and "seed 42" in results
     for task in ("cats_dogs", "cifar10"):
-        assert (project / "reports" / "figures" / f"compare_{task}.png").stat().st_size > 0
+        assert (project / "reports" / "compare" / f"{task}_curves.png").stat().st_size > 0
 
     client = mlflow.MlflowClient()
     for name, (task, _) in MODELS.items():

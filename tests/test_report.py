@@ -1,0 +1,67 @@
+"""Stage report: the results tables, the section beyond the study and its accuracy figure."""
+import json
+
+import pytest
+from PIL import Image
+
+from pipeline import layout, report
+from pipeline.config import load_config
+from pipeline.models import REGISTRY
+
+BEYOND = [name for name, spec in REGISTRY.items() if not spec.in_study]
+CIFAR10 = [name for name, spec in REGISTRY.items() if spec.task == "cifar10"]
+
+
+def write_metrics(name: str, test_accuracy: float, wall_time_s: float) -> None:
+    """The two files train and evaluate leave for a model, with the keys the report reads."""
+    layout.train_metrics(name).parent.mkdir(parents=True, exist_ok=True)
+    layout.train_metrics(name).write_text(json.dumps({
+        "hyperparameters": {"epochs": 25, "learning_rate": 0.001, "batch_size": 64},
+        "best": {"val_accuracy": test_accuracy - 0.01, "val_accuracy_epoch": 20, "val_loss": 0.7},
+        "wall_time_s": wall_time_s}))
+    layout.eval_metrics(name).write_text(json.dumps({"test_accuracy": test_accuracy, "test_loss": 0.7}))
+
+
+def rows(text: str, section: str) -> dict[str, str]:
+    part = text.split(section, 1)[1].split("\n## ", 1)[0]
+    return {line.split("`")[1]: line for line in part.splitlines() if line.startswith("| `")}
+
+
+def test_study_models_in_their_tables_and_variants_beyond(project):
+    assert BEYOND, "the registry has models beyond the study"
+    assert set(report.REPORTED) == {name for name, spec in REGISTRY.items() if spec.in_study}
+    for index, name in enumerate(CIFAR10):
+        write_metrics(name, 0.70 + index / 100, 600 + index)
+    report.run(load_config())
+    text = report.RESULTS.read_text()
+
+    study = rows(text, "## Multi-class: CIFAR-10")
+    assert set(study) == {name for name in CIFAR10 if REGISTRY[name].in_study}
+    assert "| 0.601 |" in study["cifar10_naive"]  # the report's own number beside ours
+
+    beyond = rows(text, "## Beyond the study")
+    assert set(beyond) == set(CIFAR10)
+    for index, name in enumerate(CIFAR10):
+        cells = [cell.strip() for cell in beyond[name].split("|")[1:-1]]
+        assert cells[1] == ("yes" if REGISTRY[name].in_study else "no")
+        assert cells[4] == f"**{0.70 + index / 100:.3f}**"
+        assert cells[5] == f"{600 + index} s"
+    assert "| 374,986 |" in beyond["cifar10_naive"] and "| 589,306 |" in beyond["cifar10_inception_reduced"]
+
+    figure = report.COMPARE_DIR / "cifar10_accuracy.png"
+    assert f"]({figure.relative_to(layout.REPORTS_DIR).as_posix()})" in text
+    assert Image.open(figure).size[0] > 600
+
+
+def test_unmeasured_models_leave_dashes_and_no_figure(project):
+    report.run(load_config())
+    beyond = rows(report.RESULTS.read_text(), "## Beyond the study")
+    assert all("| **–** |" in line for line in beyond.values())
+    assert not (report.COMPARE_DIR / "cifar10_accuracy.png").exists()
+
+
+@pytest.mark.parametrize("name", BEYOND)
+def test_variants_are_cifar10_models_of_the_report_recipe(project, name):
+    config = load_config()
+    assert REGISTRY[name].task == "cifar10"
+    assert config.model(name) == config.model("cifar10_naive")  # trained like the naive CNN
