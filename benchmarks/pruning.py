@@ -98,7 +98,8 @@ def write_split(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) ->
 
 
 def search_config(config, data_root: Path, pruner: str, seed: int, args: argparse.Namespace):
-    """params.yaml's config with the benchmark's data, search size and pruner."""
+    """params.yaml's config with the benchmark's data, search size and pruner. The search's first
+    trial is the model's params.yaml values: their epochs are kept inside the benchmark's range."""
     from pipeline.config import Range
 
     tune = config.tune.model_copy(update={
@@ -107,7 +108,10 @@ def search_config(config, data_root: Path, pruner: str, seed: int, args: argpars
         "epochs": Range(low=args.epochs[0], high=args.epochs[1]),
     })
     data = config.data.model_copy(update={"root": data_root, "subset_per_class": None})
-    return config.model_copy(update={"data": data, "tune": tune, "seed": seed})
+    params = config.model(MODEL)
+    model = params.model_copy(update={"epochs": min(max(params.epochs, args.epochs[0]), args.epochs[1])})
+    train = config.train.model_copy(update={MODEL: model})
+    return config.model_copy(update={"data": data, "tune": tune, "seed": seed, "train": train})
 
 
 def replay(config, trials: list[dict]) -> None:
@@ -169,14 +173,14 @@ def prune_recorded(config, pruner: str, unpruned: dict) -> dict:
     for params, curve in zip(unpruned["trial_params"], unpruned["val_accuracy_per_epoch"]):
         study.enqueue_trial(params)
         trial = study.ask()
-        tune.suggest(trial, config.tune)
+        tune.suggest(trial, tune.search_space(config, MODEL))
         for epoch, value in enumerate(curve):
             trial.report(value, epoch)
             if trial.should_prune():
                 study.tell(trial, state=TrialState.PRUNED)
                 break
         else:
-            study.tell(trial, max(curve))
+            study.tell(trial, curve[-1])  # a trial's value is its last epoch's
     return {**summarise(study, pruner), "wall_time_s": None, "recorded": True}
 
 
@@ -256,6 +260,7 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
         os.environ.pop("OPTUNA_STORAGE", None)
         os.environ.pop("TUNE_N_TRIALS", None)
+        os.environ["TUNE_SEARCH"] = "1"  # search whatever train.use_tuned says
         os.chdir(scratch)
         runs = [{"seed": seed, "results": compare_pruners(config, scratch / "data", seed, args)} for seed in args.seeds]
         os.chdir(ROOT)

@@ -5,7 +5,11 @@ workers at once), so a killed search resumes where it stopped and several proces
 machine or many, can work on the same study. Every trial reports its validation accuracy after
 each epoch, and the pruner stops the ones that fall behind. MLflow gets one parent run per
 invocation and a nested run per trial. The best hyperparameters go to tuned/<model>.json,
-which train@<model> reads when train.use_tuned is true.
+which train@<model> reads.
+
+With train.use_tuned false there is no search: tuned/<model>.json gets params.yaml's values.
+With true (or TUNE_SEARCH=1), params.yaml's values are the study's first trial, so the search
+can only improve on them on validation.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from pipeline import layout, tracking
-from pipeline.config import Config, Tune
+from pipeline.config import Config, Range, Tune
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.files import write_text_atomically
 from pipeline.models import get_spec
@@ -35,6 +39,8 @@ from pipeline.train import Hyperparameters, fit_model, vgg16_weights
 
 STORAGE_ENV = "OPTUNA_STORAGE"  # overrides tune.storage, e.g. a shared PostgreSQL for many workers
 N_TRIALS_ENV = "TUNE_N_TRIALS"  # overrides tune.n_trials (the MLproject's n_trials parameter)
+SEARCH_ENV = "TUNE_SEARCH"  # 1: search even when train.use_tuned is false (the MLproject's tune entry point)
+HYPERPARAMETERS = ("epochs", "learning_rate", "batch_size")
 MONITOR = "val_accuracy"
 HEARTBEAT_S = 30  # a running trial proves its worker alive this often...
 GRACE_S = 120  # ...and one silent this long is failed (its worker died) and queued again once
@@ -76,17 +82,46 @@ class ReportToTrial(keras.callbacks.Callback):
 
 
 def study_name(config: Config, model: str) -> str:
-    """One study per model and search: new ranges, data or model settings start a new study
-    rather than mixing their trials with the old ones; workers with the same params share one."""
+    """One study per model and search: new ranges, data or model settings (its params.yaml values
+    too: they are the first trial) start a new study rather than mixing their trials with the
+    old ones; workers with the same params share one."""
     setting = {"space": config.tune.model_dump(exclude={"storage", "n_trials", "timeout_s"}),
                "seed": config.seed, "subset_per_class": config.data.subset_per_class,
-               "model": config.model(model).model_dump(exclude={"epochs", "learning_rate", "batch_size"})}
+               "model": config.model(model).model_dump()}
     digest = hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"tune-{model}-{digest}"
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def searching(config: Config) -> bool:
+    """Search, or only pass params.yaml's values on? train.use_tuned says, unless TUNE_SEARCH=1."""
+    raw = os.environ.get(SEARCH_ENV, "")
+    if raw not in ("", "0", "1"):
+        raise ConfigError(f"{SEARCH_ENV}: must be 1 (search) or 0 (follow train.use_tuned), not {raw!r}")
+    return config.train.use_tuned or raw == "1"
+
+
+def params_values(config: Config, model: str) -> dict:
+    """params.yaml's epochs, learning rate and batch size for the model."""
+    params = config.model(model)
+    return {key: getattr(params, key) for key in HYPERPARAMETERS}
+
+
+def widen(span: Range, value: float) -> Range:
+    return Range(low=min(span.low, value), high=max(span.high, value))
+
+
+def search_space(config: Config, model: str) -> Tune:
+    """tune's ranges, widened where needed to hold params.yaml's values: those are the first trial,
+    and a trial outside the space would leave the sampler a point it cannot place."""
+    space, start = config.tune, params_values(config, model)
+    sizes = space.batch_size if start["batch_size"] in space.batch_size else [*space.batch_size, start["batch_size"]]
+    return space.model_copy(update={"epochs": widen(space.epochs, start["epochs"]),
+                                    "learning_rate": widen(space.learning_rate, start["learning_rate"]),
+                                    "batch_size": sizes})
 
 
 def storage_url(config: Config) -> str:
@@ -119,7 +154,7 @@ def open_storage(url: str) -> RDBStorage:
 def max_epochs(config: Config, model: str) -> int:
     """The most epochs one trial can train: the searched ones plus any fine-tuning phase."""
     fine_tune = config.model(model).fine_tune
-    return int(config.tune.epochs.high) + (fine_tune.epochs if fine_tune else 0)
+    return int(search_space(config, model).epochs.high) + (fine_tune.epochs if fine_tune else 0)
 
 
 def make_pruner(config: Config, model: str) -> optuna.pruners.BasePruner:
@@ -157,11 +192,14 @@ def suggest(trial: optuna.Trial, space: Tune) -> Hyperparameters:
     )
 
 
-def make_objective(config: Config, model: str):
-    """Train one trial's model inside its own nested MLflow run; the value is the best val_accuracy."""
+def make_objective(config: Config, model: str, experiment_id: str):
+    """Train one trial's model inside its own nested MLflow run. Training keeps the last epoch's
+    model, so the trial's value is the last epoch's val_accuracy, not the best epoch's."""
+    space = search_space(config, model)
 
     def objective(trial: optuna.Trial) -> float:
-        hp = suggest(trial, config.tune)
+        end_dead_runs(trial.study, experiment_id)  # Optuna has just failed the trials of dead workers
+        hp = suggest(trial, space)
         trial.set_user_attr("worker", worker_id())
         reporter = ReportToTrial(trial)
         state = TrialState.FAIL
@@ -171,8 +209,8 @@ def make_objective(config: Config, model: str):
             mlflow.log_params(asdict(hp))
             with tempfile.TemporaryDirectory(prefix=f"{model}-trial-{trial.number}-") as workdir:
                 _, history = fit_model(config, model, hp, workdir=Path(workdir), callbacks=(reporter,))
-            value = float(history[MONITOR].max())
-            mlflow.log_metric(f"best_{MONITOR}", value)
+            value = float(history[MONITOR].iloc[-1])
+            mlflow.log_metric(f"final_{MONITOR}", value)
             state = TrialState.COMPLETE
             return value
         except optuna.TrialPruned:
@@ -196,8 +234,8 @@ def n_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def search_params(config: Config, target: int) -> dict:
-    space = config.tune
+def search_params(config: Config, model: str, target: int) -> dict:
+    space = search_space(config, model)
     return {"n_trials": target, "pruner": space.pruner, "timeout_s": space.timeout_s, "seed": config.seed,
             "epochs_range": f"{int(space.epochs.low)}..{int(space.epochs.high)}",
             "learning_rate_range": f"{space.learning_rate.low:g}..{space.learning_rate.high:g}",
@@ -207,10 +245,56 @@ def search_params(config: Config, target: int) -> dict:
 def write_tuned(path: Path, study: optuna.Study) -> dict:
     """The best trial's hyperparameters, written whole or not at all (temp file + rename)."""
     best = study.best_trial
-    record = {**{key: best.params[key] for key in ("epochs", "learning_rate", "batch_size")},
-              "value": best.value, "trial": best.number, "study": study.study_name}
+    record = {**{key: best.params[key] for key in HYPERPARAMETERS},
+              "value": best.value, "trial": best.number, "study": study.study_name, "source": "search"}
     write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def write_params_values(config: Config, model: str) -> None:
+    """No search: params.yaml's values go to the tuned file, so training reads one file either way."""
+    path = layout.tuned_file(model)
+    record = {**params_values(config, model), "source": "params.yaml"}
+    write_text_atomically(path, json.dumps(record, indent=2) + "\n")
+    print(f"{model}: no search (train.use_tuned is false): params.yaml's epochs {record['epochs']}, "
+          f"learning_rate {record['learning_rate']:g}, batch_size {record['batch_size']} -> {path}")
+
+
+def worker_gone(worker: str) -> bool:
+    """Whether a worker (host:pid) is known dead: only one on this machine can be asked directly."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        pass
+    return False
+
+
+def end_dead_runs(study: optuna.Study, experiment_id: str) -> None:
+    """End the MLflow runs that killed workers left RUNNING: a trial's run once Optuna failed the
+    trial (its heartbeat stopped), and the worker's parent run with it; on this machine, also the
+    runs of a worker whose process is gone (killed between trials)."""
+    with experimental_allowed():
+        optuna.storages.fail_stale_trials(study)
+    failed = {trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    client = mlflow.MlflowClient()
+    running = client.search_runs([experiment_id], f"tags.study = '{study.study_name}' and "
+                                                  "attributes.status = 'RUNNING'")
+    trials = [r for r in running if "trial" in r.data.tags]
+    parents = {r.info.run_id: r for r in running if "trial" not in r.data.tags}
+    dead = {run_id for run_id, r in parents.items() if worker_gone(r.data.tags.get("worker", ""))}
+    for run in trials:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if int(run.data.tags["trial"]) in failed or parent in dead:
+            client.set_tag(run.info.run_id, "state", TrialState.FAIL.name)
+            client.set_terminated(run.info.run_id, RUN_STATUS[TrialState.FAIL])
+            dead.add(parent)
+    for run_id in dead & parents.keys():
+        client.set_terminated(run_id, "KILLED")
 
 
 def log_plots(study: optuna.Study) -> None:
@@ -233,7 +317,7 @@ def log_plots(study: optuna.Study) -> None:
 
 
 def log_summary(study: optuna.Study, record: dict) -> None:
-    mlflow.log_params({f"best_{key}": record[key] for key in ("epochs", "learning_rate", "batch_size")})
+    mlflow.log_params({f"best_{key}": record[key] for key in HYPERPARAMETERS})
     mlflow.log_metrics({"best_value": record["value"], "best_trial": record["trial"],
                         **{f"trials_{state}": count for state, count in counts(study).items()}})
     mlflow.set_tag("best_trial", record["trial"])
@@ -251,24 +335,29 @@ def check_inputs(config: Config, model: str) -> None:
 
 
 def run(config: Config, model: str) -> None:
+    if not searching(config):
+        return write_params_values(config, model)
     check_inputs(config, model)
     target = n_trials(config)
     url = storage_url(config)
     study = load_study(config, model, open_storage(url))
     remaining = max(target - n_finished(study), 0)
     print(f"{study.study_name}: {len(study.trials)} trials already in the study, {remaining} to run")
+    if remaining:  # params.yaml's values first (once per study): the search can only improve on them
+        study.enqueue_trial(params_values(config, model), skip_if_exists=True)
 
     task = get_spec(model).task
-    tracking.use_experiment(task)
+    experiment_id = tracking.use_experiment(task)
+    end_dead_runs(study, experiment_id)  # runs left RUNNING by workers killed before this one started
     tags = {"model": model, "task": task, "dvc_stage": f"tune@{model}", "study": study.study_name,
             "storage": sqlalchemy.engine.make_url(url).render_as_string(hide_password=True),
             "worker": worker_id()}
     with mlflow.start_run(run_name=study.study_name, tags=tags):
-        mlflow.log_params(search_params(config, target))
+        mlflow.log_params(search_params(config, model, target))
         if remaining:
             # n_trials bounds this worker; the callback stops it once all workers together reach it.
-            study.optimize(make_objective(config, model), n_trials=remaining, timeout=config.tune.timeout_s,
-                           catch=(PipelineError,), gc_after_trial=True,
+            study.optimize(make_objective(config, model, experiment_id), n_trials=remaining,
+                           timeout=config.tune.timeout_s, catch=(PipelineError,), gc_after_trial=True,
                            callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)])
         if counts(study)["complete"] == 0:
             raise PipelineError(f"{study.study_name}: no trial completed ({counts(study)}); see its runs in MLflow")

@@ -1,7 +1,11 @@
 """tune@<model>: a tiny Optuna study end to end on a fake CIFAR-10 split, its MLflow runs, the
-tuned file that training reads, resuming a killed search, pruning, and bad search ranges."""
+tuned file that training reads (params.yaml's values when there is no search), params.yaml's
+values as the first trial, resuming a killed search and ending its MLflow runs, pruning, the
+DAG that makes training follow the search, and bad search ranges."""
 import json
 import os
+import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,19 +15,25 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
+import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from pipeline import tune
+from pipeline import layout, tracking, tune
 from pipeline.__main__ import main
 from pipeline.config import load_config
+from pipeline.models import REGISTRY
 from pipeline.train import Hyperparameters, hyperparameters
 from tests.conftest import ROOT
 from tests.fixtures import CIFAR_CLASSES, set_params
 
 MODEL = "cifar10_naive"
-SEARCH = {"tune.n_trials": 3, "tune.epochs": {"low": 1, "high": 2},
+# The model's params.yaml values lie inside the searched ranges: its first trial is as short as the rest.
+DEFAULTS = {"epochs": 2, "learning_rate": 0.001, "batch_size": 32}
+SEARCH = {"train.use_tuned": True, **{f"train.{MODEL}.{key}": value for key, value in DEFAULTS.items()},
+          "tune.n_trials": 3, "tune.epochs": {"low": 1, "high": 2},
           "tune.learning_rate": {"low": 0.0001, "high": 0.01}, "tune.batch_size": [16, 32],
           "tune.pruner": "median", "tune.storage": "sqlite:///optuna.db"}
 
@@ -71,6 +81,10 @@ def parent_runs(project: Path):
     return mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"tags.mlflow.runName = '{study_of(project)}'")
 
 
+def all_runs():
+    return mlflow.search_runs(experiment_names=["cifar10"])
+
+
 def test_study_end_to_end(tiny_study):
     assert main(["tune", MODEL]) == 0
 
@@ -78,6 +92,12 @@ def test_study_end_to_end(tiny_study):
     finished = study.get_trials(states=tune.FINISHED)
     assert len(finished) == 3
     assert all(trial.user_attrs["worker"].endswith(f":{os.getpid()}") for trial in finished)
+    # params.yaml's values are the first trial; the others are the sampler's.
+    assert study.trials[0].params == DEFAULTS
+    assert all(trial.params != DEFAULTS for trial in study.trials[1:])
+    # Each trial's value is what training keeps: its last epoch's val_accuracy.
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.value == trial.intermediate_values[max(trial.intermediate_values)]
 
     # One parent run, a nested run per trial carrying its params, state and per-epoch metrics.
     parents = parent_runs(tiny_study)
@@ -93,29 +113,164 @@ def test_study_end_to_end(tiny_study):
         assert int(child["params.batch_size"]) == trial.params["batch_size"]
         steps = [m.step for m in client.get_metric_history(child.run_id, "val_accuracy")]
         assert steps == list(range(1, trial.user_attrs["epochs_trained"] + 1))
+    assert "RUNNING" not in set(all_runs()["status"])
 
     best = study.best_trial
     assert parent["metrics.best_value"] == pytest.approx(best.value)
     assert int(parent["params.best_epochs"]) == best.params["epochs"]
     artifacts = {a.path for a in client.list_artifacts(parent.run_id, "figures")}
     assert "figures/optimization_history.png" in artifacts
-    if len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2:
-        assert "figures/param_importances.png" in artifacts
+    # Parameter importances need two completed trials: drawn exactly when there are.
+    completed = len(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert ("figures/param_importances.png" in artifacts) == (completed >= 2)
 
-    # The best trial's hyperparameters, which training takes when told to.
+    # The best trial's hyperparameters, which training takes.
     record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
-    assert record == {**best.params, "value": best.value, "trial": best.number, "study": study_of(tiny_study)}
-    set_params(tiny_study / "params.yaml", **{"train.use_tuned": True})
+    assert record == {**best.params, "value": best.value, "trial": best.number, "study": study_of(tiny_study),
+                      "source": "search"}
     assert hyperparameters(load_config(), MODEL) == Hyperparameters(**best.params)
 
 
-def count_trials(database: Path, state: str) -> int:
-    """Read the study database directly: no Optuna storage set-up racing the running worker."""
+def test_without_use_tuned_no_search_writes_the_params_values(tiny_study, capsys, monkeypatch):
+    monkeypatch.delenv(tune.SEARCH_ENV, raising=False)
+    set_params(tiny_study / "params.yaml", **{"train.use_tuned": False})
+    assert main(["tune", MODEL]) == 0
+
+    record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
+    assert record == {**DEFAULTS, "source": "params.yaml"}
+    assert [p.name for p in (tiny_study / "tuned").iterdir()] == [f"{MODEL}.json"]  # no temp file left
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+    assert not (tiny_study / "optuna.db").exists()
+    assert mlflow.get_experiment_by_name("cifar10") is None  # no MLflow run either
+    assert hyperparameters(load_config(), MODEL) == Hyperparameters(**DEFAULTS)
+
+
+@pytest.mark.parametrize("use_tuned, env, searches", [
+    (False, None, False), (False, "0", False), (False, "1", True), (True, None, True), (True, "0", True),
+])
+def test_search_env_forces_a_search(tiny_study, monkeypatch, use_tuned, env, searches):
+    set_params(tiny_study / "params.yaml", **{"train.use_tuned": use_tuned})
+    if env is not None:
+        monkeypatch.setenv(tune.SEARCH_ENV, env)
+    assert tune.searching(load_config(tiny_study / "params.yaml")) is searches
+
+
+def test_bad_search_env_exits_2(tiny_study, capsys, monkeypatch):
+    monkeypatch.setenv(tune.SEARCH_ENV, "yes")
+    assert main(["tune", MODEL]) == 2
+    assert tune.SEARCH_ENV in capsys.readouterr().err
+
+
+def test_mlflow_project_entry_point_always_searches():
+    command = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["tune"]["command"]
+    assert f" {tune.SEARCH_ENV}=1 " in command and "python -m pipeline tune {model}" in command
+
+
+def test_params_values_outside_the_ranges_widen_the_search(tiny_study, monkeypatch):
+    """params.yaml's 3 epochs lie beyond tune.epochs (1..2): the searched range grows to hold
+    them, so the first trial trains exactly params.yaml's values; a resumed search adds no copy."""
+    set_params(tiny_study / "params.yaml", **{f"train.{MODEL}.epochs": 3, f"train.{MODEL}.batch_size": 8,
+                                              "tune.n_trials": 1})
+    space = tune.search_space(load_config(tiny_study / "params.yaml"), MODEL)
+    assert (space.epochs.low, space.epochs.high, space.batch_size) == (1, 3, [16, 32, 8])
+    assert main(["tune", MODEL]) == 0
+
+    first = load(tiny_study).trials[0]
+    assert first.params == {**DEFAULTS, "epochs": 3, "batch_size": 8}
+    assert first.distributions["epochs"] == IntDistribution(1, 3)
+    assert first.user_attrs["epochs_trained"] == 3
+    assert parent_runs(tiny_study).iloc[0]["params.epochs_range"] == "1..3"
+
+    set_params(tiny_study / "params.yaml", **{"tune.pruner": "none"})  # the same study, one more trial
+    monkeypatch.setenv(tune.N_TRIALS_ENV, "2")
+    assert main(["tune", MODEL]) == 0
+    trials = load(tiny_study).trials
+    assert len(trials) == 2 and trials[1].params != trials[0].params
+
+
+def fake_fit(curve: list[float]):
+    """A training whose val_accuracy follows `curve`, reported epoch by epoch like Keras would."""
+
+    def fit_model(config, name, hp, workdir=None, callbacks=()):
+        for epoch, value in enumerate(curve):
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, {"val_accuracy": value})
+        history = pd.DataFrame({"epoch": range(1, len(curve) + 1), "val_accuracy": curve})
+        return None, history
+
+    return fit_model
+
+
+def test_trial_value_is_the_last_epochs_not_the_best(tiny_study, monkeypatch):
+    """Training keeps the last epoch's model: a trial whose best epoch came earlier is worth its last."""
+    set_params(tiny_study / "params.yaml", **{"tune.n_trials": 1, "tune.pruner": "none"})
+    monkeypatch.setattr(tune, "fit_model", fake_fit([0.5, 0.9, 0.6]))
+    assert main(["tune", MODEL]) == 0
+
+    (trial,) = load(tiny_study).trials
+    assert trial.value == 0.6
+    assert trial.intermediate_values == {0: 0.5, 1: 0.9, 2: 0.6}  # what the pruner saw, epoch by epoch
+    record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
+    assert record["value"] == 0.6
+    assert runs_of(parent_runs(tiny_study).iloc[0].run_id)["metrics.final_val_accuracy"].tolist() == [0.6]
+
+
+@pytest.mark.parametrize("use_tuned", [False, True])
+def test_training_reads_the_tuned_file_whenever_it_is_there(project, use_tuned):
+    set_params(project / "params.yaml", **{"train.use_tuned": use_tuned})
+    path = layout.tuned_file(MODEL)
+    path.parent.mkdir()
+    path.write_text(json.dumps({"epochs": 7, "learning_rate": 0.005, "batch_size": 16, "source": "search"}))
+    assert hyperparameters(load_config(), MODEL) == Hyperparameters(7, 0.005, 16)
+
+
+def test_training_without_tuned_file(project, capsys):
+    params = load_config().model(MODEL)
+    assert hyperparameters(load_config(), MODEL) == Hyperparameters(params.epochs, params.learning_rate,
+                                                                  params.batch_size)
+    set_params(project / "params.yaml", **{"train.use_tuned": True})
+    assert main(["train", MODEL]) == 1
+    assert f"tune@{MODEL}" in capsys.readouterr().err
+
+
+def dag_edges(folder: Path) -> set[tuple[str, str]]:
+    result = subprocess.run([sys.executable, "-m", "dvc", "dag", "--dot"], cwd=folder, capture_output=True,
+                            text=True, check=True)
+    edges = [line.strip().rstrip(";").split(" -> ") for line in result.stdout.splitlines() if " -> " in line]
+    return {(source.strip('"'), target.strip('"')) for source, target in edges}
+
+
+@pytest.mark.parametrize("use_tuned", [False, True])
+def test_every_search_feeds_its_training_in_the_dag(tmp_path, use_tuned):
+    """dvc.yaml as shipped: each tune@<model> feeds train@<model>, so a new search retrains it
+    and no search runs that nothing uses, whatever train.use_tuned says."""
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    set_params(tmp_path / "params.yaml", **{"train.use_tuned": use_tuned})
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    edges = dag_edges(tmp_path)
+    for model in REGISTRY:
+        assert (f"tune@{model}", f"train@{model}") in edges, model
+    searches = {source for source, _ in edges if source.startswith("tune@")}
+    assert searches == {f"tune@{model}" for model in REGISTRY}  # none that feeds nothing
+
+
+def count_rows(database: Path, query: str, state: str) -> int:
+    """Read a database directly: no Optuna or MLflow set-up racing the running worker."""
     try:
         with sqlite3.connect(database, timeout=1) as connection:
-            return connection.execute("SELECT count(*) FROM trials WHERE state = ?", (state,)).fetchone()[0]
+            return connection.execute(query, (state,)).fetchone()[0]
     except sqlite3.OperationalError:  # not created yet, or locked for a moment
         return 0
+
+
+def count_trials(database: Path, state: str) -> int:
+    return count_rows(database, "SELECT count(*) FROM trials WHERE state = ?", state)
+
+
+def count_runs(database: Path, status: str) -> int:
+    return count_rows(database, "SELECT count(*) FROM runs WHERE status = ?", status)
 
 
 def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
@@ -125,8 +280,10 @@ def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
     try:
         deadline = time.monotonic() + 180
         database = tiny_study / "optuna.db"
-        # Kill it (as a crash would) once a trial has finished and the next one is training.
-        while count_trials(database, "COMPLETE") < 1 or count_trials(database, "RUNNING") < 1:
+        # Kill it (as a crash would) once a trial has finished and the next one is training:
+        # its trial RUNNING in the study, its run RUNNING in MLflow beside the search's.
+        while (count_trials(database, "COMPLETE") < 1 or count_trials(database, "RUNNING") < 1
+               or count_runs(tiny_study / "mlflow.db", "RUNNING") < 2):
             assert worker.poll() is None, "the search ended before it could be killed"
             assert time.monotonic() < deadline, "no trial finished in time"
             time.sleep(0.5)
@@ -138,6 +295,9 @@ def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
     before = load(tiny_study)
     kept = {t.number: (t.state, t.value, t.params) for t in before.get_trials(states=tune.FINISHED)}
     (orphan,) = before.get_trials(states=(TrialState.RUNNING,))
+    (dead_parent,) = parent_runs(tiny_study)["run_id"]
+    left_running = set(all_runs().query("status == 'RUNNING'")["tags.mlflow.runName"])
+    assert left_running == {study_of(tiny_study), f"trial-{orphan.number}"}  # what the kill left behind
 
     # A short heartbeat grace lets this test see the orphan failed and retried without waiting.
     monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
@@ -154,6 +314,53 @@ def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
     assert len(retried) == 1
     assert orphan.params.items() <= retried[0].params.items()  # what the orphan had drawn before it died
     assert len(after.trials) == len(kept) + 1 + (3 - len(kept))
+
+    # The next worker ended the dead one's runs: its parent KILLED, the orphan's FAILED.
+    runs = all_runs().set_index("tags.mlflow.runName")
+    assert "RUNNING" not in set(runs["status"])
+    assert runs[runs["run_id"] == dead_parent]["status"].tolist() == ["KILLED"]
+    orphan_run = runs.loc[f"trial-{orphan.number}"]
+    assert (orphan_run["status"], orphan_run["tags.state"]) == ("FAILED", "FAIL")
+    assert orphan_run["tags.mlflow.parentRunId"] == dead_parent
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked by hand, not by optimize
+def test_runs_of_dead_workers_are_ended(tiny_study, monkeypatch):
+    """A worker elsewhere whose trial's heartbeat stopped, and one on this machine whose process is
+    gone between trials: their runs are ended; a live worker's are left running."""
+    monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune, "GRACE_S", 1)
+    config = load_config(tiny_study / "params.yaml")
+    study = tune.load_study(config, MODEL, tune.open_storage(f"sqlite:///{tiny_study / 'optuna.db'}"))
+    silent, live = study.ask(), study.ask()
+    study._storage.record_heartbeat(silent._trial_id)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a real process id, no longer alive
+
+    experiment = tracking.use_experiment("cifar10")
+    client, name = mlflow.MlflowClient(), study.study_name
+
+    def start(worker: str, trial=None, parent=None) -> str:
+        tags = {"study": name, "worker": worker}
+        if trial is not None:
+            tags.update({"trial": str(trial.number), "mlflow.parentRunId": parent})
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    elsewhere = start("elsewhere:1")
+    elsewhere_trial = start("elsewhere:1", silent, elsewhere)
+    here = start(f"{socket.gethostname()}:{os.getpid()}")
+    here_trial = start(f"{socket.gethostname()}:{os.getpid()}", live, here)
+    gone_parent = start(f"{socket.gethostname()}:{gone.pid}")
+    time.sleep(2)  # the silent trial's heartbeat is now older than the grace period
+    study._storage.record_heartbeat(live._trial_id)
+
+    tune.end_dead_runs(study, experiment)
+    status = {run_id: client.get_run(run_id).info.status
+              for run_id in (elsewhere, elsewhere_trial, here, here_trial, gone_parent)}
+    assert status == {elsewhere: "KILLED", elsewhere_trial: "FAILED", here: "RUNNING", here_trial: "RUNNING",
+                      gone_parent: "KILLED"}
+    assert client.get_run(elsewhere_trial).data.tags["state"] == "FAIL"
+    assert load(tiny_study).trials[silent.number].state == TrialState.FAIL
 
 
 def seed_good_trials(project: Path, count: int, epochs: int) -> None:
@@ -173,6 +380,7 @@ def seed_good_trials(project: Path, count: int, epochs: int) -> None:
 def test_trial_below_the_bar_is_pruned(tiny_study, pruner):
     epochs = tune.WARMUP_EPOCHS + 1
     set_params(tiny_study / "params.yaml", **{"tune.epochs": {"low": epochs, "high": epochs},
+                                              f"train.{MODEL}.epochs": epochs,
                                               "tune.n_trials": tune.STARTUP_TRIALS + 1, "tune.pruner": pruner})
     seed_good_trials(tiny_study, tune.STARTUP_TRIALS, epochs)
     assert main(["tune", MODEL]) == 0  # one trial left to run
@@ -259,5 +467,6 @@ def test_bad_trial_count_override_exits_2(tiny_study, capsys, monkeypatch):
 
 
 def test_missing_split_says_which_stage_to_run(project, capsys):
+    set_params(project / "params.yaml", **{"train.use_tuned": True})
     assert main(["tune", MODEL]) == 1
     assert "split@cifar10" in capsys.readouterr().err

@@ -22,7 +22,7 @@ import pytest
 from pipeline import tracking, tune
 from tests.conftest import ROOT
 from tests.fixtures import set_params
-from tests.test_tune import MODEL, SEARCH, study_of, write_cifar_split
+from tests.test_tune import DEFAULTS, MODEL, SEARCH, study_of, write_cifar_split
 
 SERVER_USER = "postgres"  # the server refuses to run as root
 N_TRIALS = 4
@@ -147,6 +147,7 @@ def test_two_workers_share_one_study(postgres, project, monkeypatch):
     assert N_TRIALS <= len(finished) <= N_TRIALS + 1
     pids = {trial.user_attrs["worker"].rsplit(":", 1)[1] for trial in finished}
     assert pids == {str(worker.pid) for worker in workers}, logs
+    assert study.trials[0].params == DEFAULTS  # params.yaml's values first, whichever worker ran them
 
     # The tuned file (written last by the worker that finished last) is the database's best trial.
     best = optuna.load_study(study_name=study_of(project), storage=storage).best_trial
@@ -162,3 +163,4 @@ def test_two_workers_share_one_study(postgres, project, monkeypatch):
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert (children["tags.mlflow.parentRunId"] == children["tags.worker"].map(parent_of)).all()
     assert sorted(int(number) for number in children["tags.trial"]) == sorted(numbers)
+    assert set(runs["status"]) <= {"FINISHED", "KILLED"}  # none left RUNNING
