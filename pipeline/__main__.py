@@ -35,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         stage = stages.add_parser(name, help=help_text, description=help_text)
         if argument:
             stage.add_argument(argument, choices=choices)
-    predict = stages.add_parser("predict", help="classify image files with a trained model",
-                                description="classify image files with a trained model")
-    predict.add_argument("--model", required=True, help="a model name or an MLflow model URI (runs:/..., models:/...)")
-    predict.add_argument("images", nargs="+", type=Path)
+    predict = stages.add_parser("predict", help="classify image files and folders with a trained model",
+                                description="classify image files and folders with a trained model")
+    predict.add_argument("--model", required=True,
+                         help="a model name or an MLflow model URI (runs:/..., models:/<name>@champion)")
+    predict.add_argument("--output", type=Path, metavar="FILE.csv",
+                         help="also write each image's label and class probabilities here")
+    predict.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
     return parser
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == "predict":
         from pipeline.predict import run as predict
 
-        return predict(config, args.model, args.images)
+        return predict(config, args.model, args.images, args.output)
     module_name, _, argument, _ = STAGES[args.stage]
     stage = importlib.import_module(module_name)
     stage.run(config, *([getattr(args, argument)] if argument else []))

@@ -18,7 +18,9 @@ from pipeline import layout, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
+from pipeline.files import replacing_file, write_text_atomically
 from pipeline.models import REGISTRY
+from pipeline.train import split_checksum
 
 
 def load_trained_model(name: str) -> keras.Model:
@@ -68,7 +70,8 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
         axes.text(column, row, str(count), ha="center", va="center",
                   color="white" if count > threshold else "black", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with replacing_file(path) as partial:
+        figure.savefig(partial, dpi=100)
     plt.close(figure)
 
 
@@ -81,20 +84,20 @@ def run(config: Config, name: str) -> None:
     metrics = test_metrics(labels, probabilities, classes)
     predicted = probabilities.argmax(axis=1)
 
-    layout.eval_metrics(name).parent.mkdir(parents=True, exist_ok=True)
-    layout.eval_metrics(name).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomically(layout.eval_metrics(name), json.dumps(metrics, indent=2) + "\n")
     confusion = layout.confusion_file(name)
-    confusion.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}) \
-        .to_csv(confusion, index=False)
+    write_text_atomically(confusion, pd.DataFrame({"actual": [classes[i] for i in labels],
+                                                   "predicted": [classes[i] for i in predicted]}).to_csv(index=False))
     matrix_png = confusion.with_suffix(".png")
     matrix = confusion_matrix(labels, predicted, labels=range(len(classes)))
     plot_confusion(matrix, classes, f"{name}: test accuracy {metrics['test_accuracy']:.3f}", matrix_png)
 
-    with tracking.model_run(name, spec.task, "evaluate"):
+    with tracking.model_run(name, spec.task, "evaluate") as run:
+        tracking.log_splits(layout.split_dir(config, spec.task), spec.task, ["test"], split_checksum(spec.task))
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
         for cls, values in metrics["per_class"].items():
             mlflow.log_metrics({f"test_{key}_{cls}": float(v) for key, v in values.items() if key != "support"})
         mlflow.log_artifact(str(matrix_png), "figures")
         mlflow.log_artifact(str(layout.eval_metrics(name)), "metrics")
+        tracking.record_test_accuracy(name, run.info.run_id, metrics["test_accuracy"])
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")

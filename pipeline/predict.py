@@ -1,38 +1,54 @@
-"""`python -m pipeline predict`: classify image files with a trained model.
+"""`python -m pipeline predict`: classify image files and folders with a trained model.
 
-A file that is not a readable image gets an error line; the others are still classified,
-and the exit code says whether any failed.
+A folder stands for the images in it and below it (.jpg, .jpeg, .png, .bmp, .gif). The images go
+through the model in batches; each gets a line `path<TAB>label<TAB>probability`, and `--output
+FILE.csv` keeps every class's probability as well. A file that is not a readable image gets an
+error line and is counted; the others are still classified. A summary line (how many per class,
+how many unreadable) ends the output, and the exit code says whether any file was unreadable.
 """
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
-from pipeline import layout, tracking
+from pipeline import files, layout, serving, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
 from pipeline.models import REGISTRY
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
+BATCH_SIZE = 32
 
-def load_model(reference: str) -> keras.Model:
-    """A registry name (its trained .keras file) or any MLflow model URI (runs:/, models:/)."""
+
+def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str]]:
+    """The network and its class names, from a model name (its trained .keras file) or an MLflow
+    model URI: a Keras model (runs:/<id>/model) or a registered photo classifier (models:/name@champion)."""
     if reference in REGISTRY:
         path = layout.model_file(reference)
         if not path.exists():
             raise PipelineError(f"{path}: not found; run `dvc repro train@{reference}` first")
-        return keras.saving.load_model(path)
+        network = keras.saving.load_model(path)
+        return network, classes_of(config, network)
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
-        return mlflow.keras.load_model(reference)
+        if "keras" in mlflow.models.get_model_info(reference).flavors:
+            network = mlflow.keras.load_model(reference)
+            return network, classes_of(config, network)
+        classifier = serving.unwrap(mlflow.pyfunc.load_model(reference))
     except Exception as error:  # MLflow raises several types for a bad URI
         raise PipelineError(f"cannot load model {reference!r}: not a model name "
                             f"({', '.join(REGISTRY)}) nor a loadable MLflow model URI ({error})") from None
+    if classifier is None:
+        raise PipelineError(f"{reference}: neither a Keras model nor a photo classifier of this project")
+    return classifier.network, classifier.classes
 
 
 def classes_of(config: Config, model: keras.Model) -> list[str]:
@@ -41,29 +57,68 @@ def classes_of(config: Config, model: keras.Model) -> list[str]:
     return loaders.class_names(config, "cats_dogs" if units == 1 else "cifar10")
 
 
+def image_paths(arguments: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the images inside, sorted."""
+    paths = []
+    for argument in arguments:
+        if argument.is_dir():
+            paths += sorted(p for p in argument.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(argument)
+    return paths
+
+
 def read_image(path: Path, image_size: int) -> np.ndarray:
     try:
         return loaders.decode_image(tf.constant(str(path)), image_size).numpy()
     except tf.errors.NotFoundError:
         raise PipelineError(f"{path}: not found") from None
-    except tf.errors.OpError:  # not an image, cut short, a folder, no permission to read
+    except tf.errors.OpError:  # not an image, cut short, no permission to read
         raise PipelineError(f"{path}: not a readable image") from None
 
 
-def run(config: Config, reference: str, images: list[Path]) -> int:
-    model = load_model(reference)
-    classes = classes_of(config, model)
-    size = model.input_shape[1]
-    failed = 0
-    for path in images:
-        try:
-            image = read_image(path, size)
-        except PipelineError as error:
-            print(f"error: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        output = model.predict(image[None], verbose=0)[0]
-        probabilities = np.array([1 - output[0], output[0]]) if len(output) == 1 else output
-        best = int(probabilities.argmax())
-        print(f"{path}\t{classes[best]}\t{probabilities[best]:.4f}")
-    return 1 if failed else 0
+def classify(network: keras.Model, classes: list[str], paths: list[Path]) -> pd.DataFrame:
+    """One row per file, in order: path, label, its probability, each class's probability, or the error."""
+    size = network.input_shape[1]
+    rows = []
+    for start in range(0, len(paths), BATCH_SIZE):
+        batch, images, errors = paths[start:start + BATCH_SIZE], {}, {}
+        for index, path in enumerate(batch):
+            try:
+                images[index] = read_image(path, size)
+            except PipelineError as error:
+                print(f"error: {error}", file=sys.stderr)
+                errors[index] = str(error)
+        probabilities = serving.class_probabilities(network, np.stack(list(images.values()))) if images else []
+        by_index = dict(zip(images, probabilities))
+        for index, path in enumerate(batch):
+            if index in errors:
+                rows.append({"path": str(path), "error": errors[index]})
+                continue
+            row = by_index[index]
+            best = int(row.argmax())
+            print(f"{path}\t{classes[best]}\t{row[best]:.4f}")
+            rows.append({"path": str(path), "label": classes[best], "probability": float(row[best]),
+                         **{f"p_{name}": float(p) for name, p in zip(classes, row)}})
+    columns = ["path", "label", "probability", *(f"p_{name}" for name in classes), "error"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summary(results: pd.DataFrame, classes: list[str]) -> str:
+    counts = Counter(results["label"].dropna())
+    unreadable = int(results["error"].notna().sum())
+    per_class = ", ".join(f"{name} {counts[name]}" for name in classes if counts[name])
+    return f"{len(results) - unreadable} classified ({per_class or 'none'}), {unreadable} unreadable"
+
+
+def run(config: Config, reference: str, arguments: list[Path], output: Path | None = None) -> int:
+    network, classes = load_model(config, reference)
+    paths = image_paths(arguments)
+    if not paths:
+        raise PipelineError(f"no images in {', '.join(map(str, arguments))}")
+    results = classify(network, classes, paths)
+    if output is not None:
+        with files.replacing_file(output) as partial:
+            results.to_csv(partial, index=False)
+    print(summary(results, classes), file=sys.stderr)
+    return 1 if results["error"].notna().any() else 0

@@ -8,6 +8,7 @@ import pandas as pd
 
 from pipeline import layout
 from pipeline.config import Config
+from pipeline.files import write_text_atomically
 from pipeline.models import REGISTRY
 
 RESULTS = layout.REPORTS_DIR / "results.md"
@@ -153,6 +154,5 @@ def run(config: Config) -> None:
     for task in ("cats_dogs", "cifar10"):
         lines += task_section(task, [name for name, spec in REGISTRY.items() if spec.task == task and spec.in_study])
     lines += beyond_the_study(cifar10_results(config))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
+    write_text_atomically(RESULTS, "\n".join(lines))
     print(f"wrote {RESULTS}")

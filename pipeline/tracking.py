@@ -1,11 +1,14 @@
-"""MLflow set-up in one place: the store, one experiment per task, one run per model.
+"""MLflow set-up in one place: the store, one experiment per task, one run per model, the registry.
 
 The training stage opens a model's run and writes its id to a DVC output; evaluate,
 visualize and predict reopen that same run, so everything about a model sits together.
+Each training registers its photo classifier as a new version of the model's registered
+model; evaluation tags the version with its test accuracy and moves the `champion` alias.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -19,22 +22,47 @@ from pipeline.errors import PipelineError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_DIR = Path("mlartifacts")
+SQLITE = "sqlite:///"
+# Opens the experiment on MLflow's model-training page (runs table, charts) rather than its GenAI one.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+CHAMPION = "champion"
+DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+MAX_DIGEST = 36  # MLflow stores at most 36 characters of a dataset's digest
+
+
+def project_root() -> Path:
+    """The project's folder. `dvc exp run --temp` and `--queue` run the stages in a copy under
+    .dvc/tmp/exps that is thrown away afterwards; DVC points DVC_ROOT at the original project."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
+def in_project(url: str) -> str:
+    """A relative SQLite URL (sqlite:///mlflow.db) made absolute against the project's folder."""
+    path = url[len(SQLITE):] if url.startswith(SQLITE) else None
+    if path is None or path.startswith("/") or path in ("", ":memory:"):
+        return url
+    return SQLITE + str(project_root() / path)
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    return in_project(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
 
 
 def use_experiment(task: str) -> str:
     """Point MLflow at the store and the task's experiment, creating it on first use."""
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(task)
     if experiment is None:
-        # A local artifact folder beside the SQLite store keeps everything in the project.
-        location = None if "MLFLOW_TRACKING_URI" in os.environ else ARTIFACTS_DIR.resolve().as_uri()
-        experiment_id = mlflow.create_experiment(task, artifact_location=location)
+        # A local artifact folder beside a SQLite store keeps everything in the project;
+        # a tracking server keeps the artifacts where it was told to.
+        location = (project_root() / ARTIFACTS_DIR).as_uri() if uri.startswith(SQLITE) else None
+        experiment_id = mlflow.create_experiment(task, artifact_location=location, tags=EXPERIMENT_KIND)
     else:
         experiment_id = experiment.experiment_id
+        for key, value in EXPERIMENT_KIND.items():
+            if experiment.tags.get(key) != value:  # an experiment made before the kind was set
+                mlflow.MlflowClient().set_experiment_tag(experiment_id, key, value)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -53,7 +81,9 @@ def training_run(model: str, task: str, tags: dict[str, str], resume_run_id: str
     written for the later stages to reopen. An exception inside ends the run FAILED."""
     use_experiment(task)
     run_tags = {"model": model, "task": task, "dvc_stage": f"train@{model}", "git_commit": git_commit(), **tags}
-    with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else model, tags=run_tags) as run:
+    # System metrics (CPU, memory, disk, network; GPU where nvidia-ml-py finds one) are sampled every 10 s.
+    with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else model, tags=run_tags,
+                          log_system_metrics=True) as run:
         run_id_path = layout.run_id_file(model)
         run_id_path.parent.mkdir(parents=True, exist_ok=True)
         run_id_path.write_text(run.info.run_id + "\n")
@@ -101,3 +131,60 @@ def log_keras_model(model, example: np.ndarray) -> None:
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     mlflow.keras.log_model(model, name="model", signature=signature, input_example=example,
                            pip_requirements=requirements)
+
+
+def log_splits(split_root: Path, task: str, parts: list[str], checksum: str) -> None:
+    """The split parts the active run used, as MLflow datasets: the folder (or file) as
+    source, the split's checksum as digest, so the run page says which data it saw."""
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for part in parts:
+        found = [path for path in (split_root / part, split_root / f"{part}.npz") if path.exists()]
+        if not found:
+            raise PipelineError(f"{split_root / part}: not found; run `dvc repro split@{task}` first")
+        dataset = MetaDataset(local_source(project_root() / found[0]), name=f"{task}/{part}",
+                              digest=checksum[:MAX_DIGEST])
+        mlflow.log_input(dataset, context=DATASET_CONTEXTS[part], tags={"split_sha256": checksum})
+
+
+def local_source(path: Path):
+    """MLflow's dataset source for a local path (asked for by type: a bare path matches two)."""
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+
+    return get_dataset_source_from_json(json.dumps({"uri": path.as_uri()}), source_type="local")
+
+
+def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
+    """Tag a registered version with the run that made it and what it was trained on."""
+    client = mlflow.MlflowClient()
+    for key, value in {"run_id": mlflow.active_run().info.run_id, **tags}.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def version_of_run(name: str, run_id: str):
+    """The registered version of `name` that the run `run_id` made, or None."""
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def record_test_accuracy(name: str, run_id: str, accuracy: float) -> str | None:
+    """Tag the run's version with its test accuracy and point `champion` at the best version.
+
+    Ties go to the version that holds the alias already, then to the older one: a new version
+    takes the alias only by doing better. Returns the champion's version (None: nothing registered).
+    """
+    client = mlflow.MlflowClient()
+    version = version_of_run(name, run_id)
+    if version is None:
+        print(f"warning: run {run_id} registered no version of {name}; no test accuracy recorded")
+        return None
+    client.set_model_version_tag(name, version.version, "test_accuracy", f"{accuracy:.6f}")
+    try:
+        current = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    scored = [v for v in client.search_model_versions(f"name = '{name}'") if "test_accuracy" in v.tags]
+    best = max(scored, key=lambda v: (float(v.tags["test_accuracy"]), str(v.version) == current, -int(v.version)))
+    if str(best.version) != current:
+        client.set_registered_model_alias(name, CHAMPION, str(best.version))
+    return str(best.version)

@@ -3,7 +3,8 @@
 From-scratch models train on a tf.data pipeline. The VGG16 models never run a frozen part
 of the network more than once per image: its features are computed once and the layers
 above train on them. Only augmentation (which changes the input every epoch) forces the
-whole network to run each epoch.
+whole network to run each epoch, in every phase: a model with `augment` trains on
+augmented images from its first epoch to its last.
 """
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipeline import layout, tracking
+from pipeline import layout, serving, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.models import REGISTRY, build_model, compile_model
-from pipeline.models.vgg16 import unfreeze_top
+from pipeline.files import replacing_file, write_text_atomically
+from pipeline.models import REGISTRY, build_model, compile_model, vgg16
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
 BACKUP_ROOT = layout.MODELS_DIR / ".backup"
@@ -46,14 +47,15 @@ def make_deterministic(seed: int) -> None:
 
 
 def hyperparameters(config: Config, name: str) -> Hyperparameters:
-    """params.yaml's values, or the tuned ones when train.use_tuned says so."""
-    params = config.model(name)
-    chosen = {"epochs": params.epochs, "learning_rate": params.learning_rate, "batch_size": params.batch_size}
-    if config.train.use_tuned:
-        tuned = layout.tuned_file(name)
-        if not tuned.exists():
-            raise PipelineError(f"{tuned}: not found; run `dvc repro tune@{name}` or set train.use_tuned: false")
-        chosen.update({key: json.loads(tuned.read_text())[key] for key in chosen})
+    """tuned/<name>.json, what tune@<name> chose (searched, or params.yaml's values when
+    train.use_tuned is false); without it, params.yaml's values unless tuned ones were asked for."""
+    tuned = layout.tuned_file(name)
+    if tuned.exists():
+        chosen = json.loads(tuned.read_text())
+    elif config.train.use_tuned:
+        raise PipelineError(f"{tuned}: not found; run `dvc repro tune@{name}` or set train.use_tuned: false")
+    else:
+        chosen = config.model(name).model_dump()
     return Hyperparameters(int(chosen["epochs"]), float(chosen["learning_rate"]), int(chosen["batch_size"]))
 
 
@@ -94,31 +96,50 @@ class Run:
     callbacks: tuple = ()
 
 
+class KeepFinishedWeights(keras.callbacks.Callback):
+    """At the end of a phase, keep its weights: a run killed in a later phase restores them
+    instead of training this phase again (BackupAndRestore deletes its state when a fit ends)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def on_train_end(self, logs=None):
+        with replacing_file(self.path) as partial:
+            self.model.save_weights(partial)
+
+
 def fit_phase(model, train_data, val_data, run: Run, phase: str, epochs: int, first_step: int,
               batch_size: int | None = None) -> pd.DataFrame:
     """model.fit with resume, NaN guard and MLflow logging; returns this phase's per-epoch history.
 
     BackupAndRestore makes a killed run continue from its last finished epoch; it keeps the
     previous state too, for a kill that lands while it writes. The CSV log is written first and
-    appended to: an epoch trained again after a kill replaces its row, none goes missing.
+    appended to: an epoch trained again after a kill replaces its row, none goes missing. A
+    phase that finished before the kill is not trained again: its final weights are loaded.
     """
     backup = run.workdir / phase
     backup.mkdir(parents=True, exist_ok=True)
-    csv_log = backup / "history.csv"
-    callbacks = [
-        keras.callbacks.CSVLogger(str(csv_log), append=True),
-        keras.callbacks.BackupAndRestore(str(backup / "state"), double_checkpoint=True),
-        StopOnNaN(run.name, phase),
-        MlflowEpochLogger(first_step),
-        *run.callbacks,
-    ]
-    if isinstance(train_data, tuple):
-        model.fit(*train_data, validation_data=val_data, epochs=epochs, batch_size=batch_size,
-                  shuffle=True, callbacks=callbacks, verbose=2)
+    csv_log, finished = backup / "history.csv", backup / "finished.weights.h5"
+    if finished.exists():
+        model.load_weights(finished)
+        print(f"{run.name}: the {phase} phase had finished; its weights are restored, not trained again")
     else:
-        # the dataset shuffles itself each epoch; shuffle=False only silences Keras's reminder
-        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=2,
-                  shuffle=False)
+        callbacks = [
+            keras.callbacks.CSVLogger(str(csv_log), append=True),
+            KeepFinishedWeights(finished),  # before BackupAndRestore, which drops its state on the same call
+            keras.callbacks.BackupAndRestore(str(backup / "state"), double_checkpoint=True),
+            StopOnNaN(run.name, phase),
+            MlflowEpochLogger(first_step),
+            *run.callbacks,
+        ]
+        if isinstance(train_data, tuple):
+            model.fit(*train_data, validation_data=val_data, epochs=epochs, batch_size=batch_size,
+                      shuffle=True, callbacks=callbacks, verbose=2)
+        else:
+            # the dataset shuffles itself each epoch; shuffle=False only silences Keras's reminder
+            model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=2,
+                      shuffle=False)
     history = pd.read_csv(csv_log).drop_duplicates("epoch", keep="last")
     history["phase"] = phase
     return history
@@ -139,91 +160,82 @@ def weights_origin(path: Path) -> str:
         return "STAND-IN (random init, not ImageNet)" if "standin" in h5.attrs else "imagenet"
 
 
-def submodel(model: keras.Model, first: str, last: str | None = None) -> keras.Model:
-    """Layers of the VGG stack from `first` (inclusive) up to `last` (inclusive) as one model.
-
-    The layers are shared with `model`, so training the piece trains the whole model.
-    """
-    base, head = model.get_layer("vgg16"), model.get_layer("head")
-    names = [layer.name for layer in base.layers]
-    stop = names.index(last) + 1 if last else len(names)
-    start = names.index(first)
-    inputs = keras.Input(shape=base.layers[start].input.shape[1:])
-    x = inputs
-    for layer in base.layers[start:stop]:
-        x = layer(x)
-    if last is None:
-        x = head(x)
-    return keras.Model(inputs, x)
-
-
-def frozen_features(model: keras.Model, images: np.ndarray, until: str) -> np.ndarray:
-    """Run preprocessing and the frozen VGG16 layers up to `until` once, in inference mode."""
-    base = model.get_layer("vgg16")
-    inputs = keras.Input(shape=images.shape[1:])
-    x = model.get_layer("vgg_preprocess")(inputs)
-    x = keras.Model(base.input, base.get_layer(until).output)(x)
-    extractor = keras.Model(inputs, x)
-    return extractor.predict(images, batch_size=32, verbose=0)
-
-
-def layer_before(model: keras.Model, name: str) -> str:
-    names = [layer.name for layer in model.get_layer("vgg16").layers]
-    if name not in names[1:]:
-        raise ConfigError(f"train.{model.name}.fine_tune.unfreeze_from: {name!r} is not a VGG16 layer "
-                          f"(one of {', '.join(names[1:])})")
-    return names[names.index(name) - 1]
-
-
 def augmented_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
     """Shuffled batches of in-memory images for a model whose augmentation layers change them each epoch."""
     return tf.data.Dataset.from_tensor_slices((images, targets)) \
         .shuffle(len(images), seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def cosine_steps(params, epochs: int, images: int, batch_size: int) -> int | None:
+    """The steps a cosine learning rate decays over in one phase; None for a constant rate."""
+    return epochs * math.ceil(images / batch_size) if params.lr_schedule == "cosine" else None
+
+
 def train_vgg16(config: Config, run: Run, model: keras.Model, hp: Hyperparameters) -> pd.DataFrame:
-    """Head on cached features; then, if asked, fine-tune the top of the base."""
+    """The head on the frozen base; then, if asked, the top of the base fine-tuned with it.
+
+    Both phases follow `lr_schedule` (a cosine restarts from each phase's learning rate) and
+    `augment`: with augmentation the whole network runs on augmented images in both phases,
+    without it the frozen layers run once per image and the rest trains on their output.
+    """
     params = config.model(run.name)
     train_x, train_y = loaders.load_arrays(config, "cats_dogs", "train", params.image_size)
     val_x, val_y = loaders.load_arrays(config, "cats_dogs", "val", params.image_size)
     train_t, val_t = loaders.encode_labels(train_y, 2), loaders.encode_labels(val_y, 2)
+    if params.augment is not None:
+        return train_vgg16_on_images(config, run, model, hp, (train_x, train_t), (val_x, val_t))
+    return train_vgg16_on_features(config, run, model, hp, (train_x, train_t), (val_x, val_t))
 
-    # Phase 1: the base is frozen, so its output never changes: compute it once. When the top
-    # block is fine-tuned next on unchanging input, stop below it and reuse that for phase 2.
+
+def train_vgg16_on_images(config: Config, run: Run, model: keras.Model, hp: Hyperparameters,
+                          train: tuple, val: tuple) -> pd.DataFrame:
+    """Augmentation changes the input every epoch, so no feature can be cached: each phase fits
+    the whole model on augmented batches, with the base frozen, then with its top unfrozen."""
+    params, tune = config.model(run.name), config.model(run.name).fine_tune
+    images = augmented_batches(*train, hp.batch_size, config.seed)
+    val_data = tf.data.Dataset.from_tensor_slices(val).batch(hp.batch_size)
+    compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, len(train[0]), hp.batch_size))
+    histories = [fit_phase(model, images, val_data, run, "head", hp.epochs, 0)]
+    if tune is not None:
+        vgg16.unfreeze_top(model, tune.unfreeze_from)
+        compile_model(model, 2, tune.learning_rate, cosine_steps(params, tune.epochs, len(train[0]), hp.batch_size))
+        histories.append(fit_phase(model, images, val_data, run, "fine_tune", tune.epochs, hp.epochs))
+    return pd.concat(histories)
+
+
+def train_vgg16_on_features(config: Config, run: Run, model: keras.Model, hp: Hyperparameters,
+                            train: tuple, val: tuple) -> pd.DataFrame:
+    """The frozen layers run once per image: the head trains on the base's output; the top
+    block, when fine-tuned, trains with the head on the output of the layers below it."""
+    params, tune = config.model(run.name), config.model(run.name).fine_tune
+    steps = {phase: cosine_steps(params, epochs, len(train[0]), hp.batch_size)
+             for phase, epochs in (("head", hp.epochs), ("fine_tune", tune.epochs if tune else 0))}
+    # When the top block is fine-tuned next on unchanging input, stop below it and reuse that
+    # for phase 2; the head's input is then that output run once through the top block.
     last = model.get_layer("vgg16").layers[-1].name
-    tune = params.fine_tune
-    cut = layer_before(model, tune.unfreeze_from) if tune and params.augment is None else last
-    lower = (frozen_features(model, train_x, cut), frozen_features(model, val_x, cut))
+    cut = vgg16.layer_before(model, tune.unfreeze_from) if tune else last
+    lower = (vgg16.frozen_features(model, train[0], cut), vgg16.frozen_features(model, val[0], cut))
     features = lower
     if cut != last:
-        top = submodel(model, tune.unfreeze_from, last)
+        top = vgg16.submodel(model, tune.unfreeze_from, last)
         features = tuple(top.predict(part, batch_size=32, verbose=0) for part in lower)
     head = model.get_layer("head")
-    compile_model(head, 2, hp.learning_rate)
-    histories = [fit_phase(head, (features[0], train_t), (features[1], val_t), run, "head",
+    compile_model(head, 2, hp.learning_rate, steps["head"])
+    histories = [fit_phase(head, (features[0], train[1]), (features[1], val[1]), run, "head",
                            hp.epochs, 0, hp.batch_size)]
-    if params.fine_tune is None:
-        return pd.concat(histories)
-
-    # Phase 2: unfreeze the top block; what stays frozen below it is still cached,
-    # unless augmentation changes the input every epoch.
-    unfreeze_top(model, tune.unfreeze_from)
-    if params.augment is None:
-        upper = submodel(model, tune.unfreeze_from)
-        compile_model(upper, 2, tune.learning_rate)
-        train_data, val_data = (lower[0], train_t), (lower[1], val_t)
-        histories.append(fit_phase(upper, train_data, val_data, run, "fine_tune", tune.epochs,
-                                   hp.epochs, hp.batch_size))
-    else:
-        compile_model(model, 2, tune.learning_rate)
-        train_data = augmented_batches(train_x, train_t, hp.batch_size, config.seed)
-        val_data = tf.data.Dataset.from_tensor_slices((val_x, val_t)).batch(hp.batch_size)
-        histories.append(fit_phase(model, train_data, val_data, run, "fine_tune", tune.epochs, hp.epochs))
+    if tune is not None:
+        vgg16.unfreeze_top(model, tune.unfreeze_from)
+        upper = vgg16.submodel(model, tune.unfreeze_from)
+        compile_model(upper, 2, tune.learning_rate, steps["fine_tune"])
+        histories.append(fit_phase(upper, (lower[0], train[1]), (lower[1], val[1]), run, "fine_tune",
+                                   tune.epochs, hp.epochs, hp.batch_size))
     return pd.concat(histories)
 
 
 def train_from_scratch(config: Config, run: Run, model: keras.Model, hp: Hyperparameters) -> pd.DataFrame:
     spec, params = REGISTRY[run.name], config.model(run.name)
+    if params.fine_tune is not None:  # refused rather than ignored: the model has no pretrained base
+        raise ConfigError(f"train.{run.name}.fine_tune: only the VGG16 models have a base to fine-tune")
     train_data = loaders.make_dataset(config, spec.task, "train", params.image_size, hp.batch_size, shuffle=True)
     val_data = loaders.make_dataset(config, spec.task, "val", params.image_size, hp.batch_size)
     decay_steps = hp.epochs * int(train_data.cardinality()) if params.lr_schedule == "cosine" else None
@@ -279,37 +291,38 @@ def split_checksum(task: str) -> str:
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        partial = Path(scratch) / path.name
+    with replacing_file(path) as partial:
         model.save(partial)
-        partial.replace(path)
 
 
-def log_model(model: keras.Model, config: Config, name: str) -> None:
-    """The whole model (base + head) through MLflow's Keras flavour, usable on raw images."""
+def log_model(model: keras.Model, config: Config, name: str, tags: dict[str, str]) -> None:
+    """The whole model (base + head) through MLflow's Keras flavour, usable on raw images; and
+    beside it the photo classifier, registered as a new version of `name` tagged with `tags`."""
     size = config.model(name).image_size
     example = np.full((1, size, size, 3), 127.0, dtype=np.float32)
     tracking.log_keras_model(model, example)
+    classes = loaders.class_names(config, REGISTRY[name].task)
+    info = serving.log_classifier(model, layout.model_file(name), classes, name)
+    tracking.tag_version(name, info.registered_model_version, tags)
 
 
 def write_outputs(name: str, model: keras.Model, history: pd.DataFrame, metrics: dict) -> None:
-    for path in (layout.history_file(name), layout.train_metrics(name)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    history.to_csv(layout.history_file(name), index=False)
-    layout.train_metrics(name).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomically(layout.history_file(name), history.to_csv(index=False))
+    write_text_atomically(layout.train_metrics(name), json.dumps(metrics, indent=2) + "\n")
     save_model_atomically(model, layout.model_file(name))
 
 
 def resumable_run_id(name: str, params: dict) -> str | None:
-    """The MLflow run a killed training left behind, if it trained with these same params.
+    """The MLflow run a killed training left behind, if it trained with these same params on
+    this same split (its checksum).
 
-    Backups of a run with other params are dropped: resuming them would mix two experiments.
+    Backups of a run with other params or another split are dropped: resuming them would mix
+    two experiments.
     """
     backup, record = BACKUP_ROOT / name, BACKUP_ROOT / name / "run.json"
     if record.exists():
         previous = json.loads(record.read_text())
-        if previous["params"] == json.loads(json.dumps(params)):
+        if previous == training_identity(name, previous["run_id"], params):
             print(f"{name}: resuming the interrupted run {previous['run_id']}")
             return previous["run_id"]
     shutil.rmtree(backup, ignore_errors=True)
@@ -317,9 +330,13 @@ def resumable_run_id(name: str, params: dict) -> str | None:
 
 
 def remember_run(name: str, run_id: str, params: dict) -> None:
-    record = BACKUP_ROOT / name / "run.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"run_id": run_id, "params": params}))
+    write_text_atomically(BACKUP_ROOT / name / "run.json", json.dumps(training_identity(name, run_id, params)))
+
+
+def training_identity(name: str, run_id: str, params: dict) -> dict:
+    """What a resumed training must share with the killed one, as its JSON record holds it."""
+    split = split_checksum(REGISTRY[name].task)
+    return json.loads(json.dumps({"run_id": run_id, "params": params, "split_sha256": split}))
 
 
 def run(config: Config, name: str) -> None:
@@ -334,6 +351,7 @@ def run(config: Config, name: str) -> None:
     with tracking.training_run(name, spec.task, tags, resume_run_id=resumable_run_id(name, params)) as active:
         remember_run(name, active.info.run_id, params)
         mlflow.log_params(params)
+        tracking.log_splits(layout.split_dir(config, spec.task), spec.task, ["train", "val"], tags["split_sha256"])
         started = time.perf_counter()
         model, history = fit_model(config, name, hp)
         metrics = summary_metrics(history, hp, time.perf_counter() - started)
@@ -344,7 +362,7 @@ def run(config: Config, name: str) -> None:
                             "best_val_loss": metrics["best"]["val_loss"], "wall_time_s": metrics["wall_time_s"]})
         mlflow.log_artifact(str(layout.history_file(name)), "history")
         log_curves(name)
-        log_model(model, config, name)
+        log_model(model, config, name, tags)
     shutil.rmtree(BACKUP_ROOT / name, ignore_errors=True)  # finished: a rerun starts afresh
     print(f"{name}: best val_accuracy {metrics['best']['val_accuracy']:.4f} "
           f"(epoch {metrics['best']['val_accuracy_epoch']}), {metrics['wall_time_s']} s")

@@ -125,7 +125,8 @@ def search_space(config: Config, model: str) -> Tune:
 
 
 def storage_url(config: Config) -> str:
-    return os.environ.get(STORAGE_ENV) or config.tune.storage
+    """The study's database; a relative SQLite file lies in the project, even in a DVC temp experiment."""
+    return tracking.in_project(os.environ.get(STORAGE_ENV) or config.tune.storage)
 
 
 def n_trials(config: Config) -> int:

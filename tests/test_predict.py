@@ -1,14 +1,15 @@
-"""`python -m pipeline predict`: a line per image, an error line per unreadable file, MLflow URIs."""
+"""`python -m pipeline predict`: a line per image, an error line per unreadable file, folders,
+batches, a CSV and a summary line; model names and MLflow URIs."""
 import shutil
 
 import keras
 import mlflow
-import mlflow.keras.save
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
-from pipeline import layout, train
+from pipeline import layout, predict, train
 from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.data import loaders
@@ -29,8 +30,6 @@ def trained(tmp_path_factory):
         uri = f"sqlite:///{root / 'mlflow.db'}"
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
-        # MLflow's pip-requirement inference loads the model again in a subprocess (~40 s here).
-        patch.setattr(mlflow.keras.save, "infer_pip_requirements", lambda *a, fallback=None, **k: fallback)
         make_cifar10_split(root / "data" / "split" / "cifar10", {"train": 4, "val": 1, "test": 1})
         set_params(root / "params.yaml", **{f"train.{NAME}.epochs": 1, f"train.{NAME}.batch_size": 16})
         train.run(load_config("params.yaml"), NAME)
@@ -41,6 +40,14 @@ def trained(tmp_path_factory):
         (images / "corrupt.jpg").write_bytes(good[: len(good) // 2])  # a JPEG cut short
         (images / "good2.png").write_bytes(png_bytes(seed=200))
         yield root
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.strip().splitlines() if line.startswith("error: ")]
+
+
+def summary_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
 
 
 def predicted_lines(stdout: str) -> dict[str, tuple[str, float]]:
@@ -70,9 +77,11 @@ def test_predict_classifies_good_files_and_reports_the_corrupt_one(trained, caps
     for cls, probability in lines.values():
         assert cls in CIFAR_CLASSES
         assert 1 / len(CIFAR_CLASSES) <= probability <= 1  # the most probable of ten
-    errors = err.strip().splitlines()
-    assert len(errors) == 1
-    assert errors[0].startswith("error: ") and "corrupt.jpg" in errors[0]
+    errors = error_lines(err)
+    assert len(errors) == 1 and "corrupt.jpg" in errors[0]
+    counts = {name: sum(cls == name for cls, _ in lines.values()) for name in CIFAR_CLASSES}
+    per_class = ", ".join(f"{name} {count}" for name, count in counts.items() if count)
+    assert summary_line(err) == f"2 classified ({per_class}), 1 unreadable"
 
     # The printed class and probability are the model's own on the decoded file.
     config = load_config("params.yaml")
@@ -87,18 +96,50 @@ def test_predict_classifies_good_files_and_reports_the_corrupt_one(trained, caps
 def test_good_files_alone_exit_zero(trained, capsys):
     assert main(["predict", "--model", NAME, *files(trained, "good.jpg", "good2.png")]) == 0
     out, err = capsys.readouterr()
-    assert set(predicted_lines(out)) == {"good.jpg", "good2.png"} and err == ""
+    assert set(predicted_lines(out)) == {"good.jpg", "good2.png"}
+    assert err.strip().splitlines() == [summary_line(err)] and summary_line(err).endswith(", 0 unreadable")
 
 
-def test_missing_file_and_folder_are_error_lines_too(trained, capsys):
-    code = main(["predict", "--model", NAME, *files(trained, "missing.jpg", "good.jpg"), str(trained / "images")])
+def test_missing_file_is_an_error_line_and_a_folder_its_images(trained, capsys):
+    (trained / "images" / "notes.txt").write_text("not an image, and not named as one\n")
+    code = main(["predict", "--model", NAME, *files(trained, "missing.jpg"), str(trained / "images")])
     out, err = capsys.readouterr()
     assert code == 1
-    assert set(predicted_lines(out)) == {"good.jpg"}
-    errors = err.strip().splitlines()
-    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
-    assert "missing.jpg: not found" in errors[0]
-    assert errors[1].endswith(f"{trained / 'images'}: not a readable image")
+    assert set(predicted_lines(out)) == {"good.jpg", "good2.png"}  # the folder's images; notes.txt is no image
+    errors = error_lines(err)
+    assert len(errors) == 2
+    assert "missing.jpg: not found" in errors[0] and errors[1].endswith("corrupt.jpg: not a readable image")
+    assert summary_line(err).endswith(", 2 unreadable")
+
+
+def test_output_csv_in_batches_keeps_every_file_in_order(trained, capsys, monkeypatch):
+    monkeypatch.setattr(predict, "BATCH_SIZE", 2)  # five files: three batches, a corrupt one in the middle
+    names = ["good.jpg", "good2.png", "corrupt.jpg", "good.jpg", "good2.png"]
+    output = trained / "out" / "predictions.csv"
+    assert main(["predict", "--model", NAME, "--output", str(output), *files(trained, *names)]) == 1
+    out, err = capsys.readouterr()
+    table = pd.read_csv(output)
+    assert [path.rsplit("/", 1)[-1] for path in table["path"]] == names
+    assert list(table.columns) == ["path", "label", "probability", *(f"p_{c}" for c in CIFAR_CLASSES), "error"]
+    readable = table[table["error"].isna()]
+    probabilities = readable[[f"p_{c}" for c in CIFAR_CLASSES]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert list(readable["label"]) == [CIFAR_CLASSES[i] for i in probabilities.argmax(axis=1)]
+    np.testing.assert_allclose(readable["probability"], probabilities.max(axis=1), rtol=1e-6)
+    assert table["label"].isna().tolist() == [False, False, True, False, False]
+    assert table.loc[2, "error"].endswith("corrupt.jpg: not a readable image")
+    # The same file gives the same numbers in whichever batch it lands.
+    np.testing.assert_allclose(probabilities[0], probabilities[2], rtol=1e-5)
+    np.testing.assert_allclose(probabilities[1], probabilities[3], rtol=1e-5)
+    assert summary_line(err).startswith("4 classified (") and summary_line(err).endswith("), 1 unreadable")
+
+
+def test_a_folder_without_images_is_one_error_line(trained, capsys):
+    empty = trained / "empty"
+    empty.mkdir(exist_ok=True)
+    assert main(["predict", "--model", NAME, str(empty)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().splitlines() == [f"error: no images in {empty}"]
 
 
 def test_mlflow_uri_predicts_as_pyfunc(trained, capsys):
@@ -119,6 +160,11 @@ def test_mlflow_uri_predicts_as_pyfunc(trained, capsys):
         assert by_uri[name][0] == cls == by_name[name][0]
         assert by_uri[name][1] == pytest.approx(probability, abs=1e-4)
         assert by_name[name][1] == pytest.approx(probability, abs=1e-4)
+
+    # The registered photo classifier (version 1, made by the training) classifies the same.
+    capsys.readouterr()  # the Keras pyfunc above printed its progress bar
+    assert main(["predict", "--model", f"models:/{NAME}/1", *good]) == 0
+    assert predicted_lines(capsys.readouterr().out) == by_name
 
 
 @pytest.mark.parametrize("reference", ["no_such_model", "runs:/0123456789abcdef0123456789abcdef/model",

@@ -1,4 +1,5 @@
 """Stage split: sample sizes, broken files, seeds, the subset profile and the CIFAR-10 pickles."""
+import io
 import json
 import os
 import pickle
@@ -6,11 +7,13 @@ import tarfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 from pipeline import layout
 from pipeline.__main__ import main
 from pipeline.config import SPLITS, load_config
-from pipeline.data import split
+from pipeline.data import cifar_pickles, loaders, split
 from pipeline.errors import PipelineError
 from tests.fixtures import CIFAR_CLASSES, jpeg_bytes, make_cifar_tar, make_pet_images, set_params
 
@@ -135,7 +138,7 @@ def test_restricted_unpickler_refuses_other_globals(project):
     path = project / "data_batch_1"
     path.write_bytes(pickle.dumps({b"data": Exploit()}, protocol=2))
     with pytest.raises(PipelineError, match="refusing to load global .*system"):
-        split.read_pickle(path)
+        cifar_pickles.read_pickle(path)
     assert not (project / "exploited").exists()
 
 
@@ -159,9 +162,9 @@ def test_cifar10_split_is_stratified(project):
 
 def read_cifar_source(config):
     """(HWC image bytes, label) of every image in the raw pickles."""
-    folder = layout.raw_dir(config, "cifar10") / split.CIFAR_FOLDER
+    folder = layout.raw_dir(config, "cifar10") / cifar_pickles.FOLDER
     pairs = []
-    for name in split.CIFAR_BATCHES:
+    for name in cifar_pickles.BATCHES:
         batch = pickle.loads((folder / name).read_bytes(), encoding="bytes")
         images = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         pairs += [(image.tobytes(), label) for image, label in zip(images, batch[b"labels"])]
@@ -172,7 +175,7 @@ def test_cifar10_bad_batch_keeps_the_previous_split(project):
     config = cifar_config(project, **{"split.cifar10.per_class": 15})
     split.run(config, "cifar10")
     before = read_metrics("cifar10")["sha256"]
-    batch = layout.raw_dir(config, "cifar10") / split.CIFAR_FOLDER / "data_batch_3"
+    batch = layout.raw_dir(config, "cifar10") / cifar_pickles.FOLDER / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:100])
     with pytest.raises(PipelineError, match="data_batch_3"):
         split.run(config, "cifar10")
@@ -181,3 +184,64 @@ def test_cifar10_bad_batch_keeps_the_previous_split(project):
         split.run(config, "cifar10")
     assert split.folder_digest(layout.split_dir(config, "cifar10")) == before
     assert sorted(p.name for p in (config.data.root / "split").iterdir()) == ["cifar10"]
+
+
+def encoded(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, **{"format": "JPEG", "quality": 90, **options})
+    return buffer.getvalue()
+
+
+def file_kinds() -> dict[str, bytes]:
+    """One file of each kind the real PetImages zip holds, built with Pillow."""
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    good = encoded(rgb)
+    scan = good.index(b"\xff\xda")  # start of the entropy-coded image data
+    middle = (scan + len(good)) // 2
+    png = io.BytesIO()
+    rgb.save(png, format="PNG")
+    return {
+        "baseline": good,
+        "progressive": encoded(rgb, progressive=True),
+        "cmyk": encoded(rgb.convert("CMYK")),
+        "grayscale": encoded(rgb.convert("L")),
+        "tiny": encoded(Image.new("RGB", (1, 1), (200, 30, 90))),
+        "zero_byte": b"",
+        "truncated": good[: len(good) * 2 // 3],
+        "not_jpeg": png.getvalue(),
+        "not_an_image": b"<html>not an image</html>\n",
+        # A stray marker inside the scan: Pillow decodes it (the rest comes out grey), TensorFlow refuses it.
+        "stray_marker": good[:middle] + b"\xff\xe1" + good[middle:],
+    }
+
+
+FILE_KINDS = {"baseline": None, "progressive": None, "cmyk": None, "grayscale": None, "tiny": None,
+              "zero_byte": "empty", "truncated": "truncated_or_corrupt", "not_jpeg": "not_jpeg",
+              "not_an_image": "not_an_image", "stray_marker": "truncated_or_corrupt"}
+
+
+@pytest.mark.parametrize("kind, reason", FILE_KINDS.items())
+def test_the_split_admits_what_the_training_decoder_reads(kind, reason):
+    assert split.jpeg_problem(f"{kind}.jpg", file_kinds()[kind]) == reason
+
+
+def test_every_file_the_split_admits_decodes_for_training(project):
+    """The split of a PetImages folder holding every kind of file, read back the way training
+    reads it: no admitted file makes TensorFlow's decoder fail, and each keeps its colours."""
+    set_params(project / "params.yaml", **{"split.cats_dogs.per_class": 5})
+    config = load_config()
+    kinds = file_kinds()
+    for folder in ("Cat", "Dog"):
+        (layout.raw_dir(config, "cats_dogs") / "PetImages" / folder).mkdir(parents=True)
+        for kind, data in kinds.items():
+            (layout.raw_dir(config, "cats_dogs") / "PetImages" / folder / f"{kind}.jpg").write_bytes(data)
+    split.run(config, "cats_dogs")
+    admitted = {p.stem for p in layout.split_dir(config, "cats_dogs").rglob("*.jpg")}
+    assert admitted == {kind for kind, reason in FILE_KINDS.items() if reason is None}
+    for split_name in SPLITS:
+        loaders.load_arrays(config, "cats_dogs", split_name, 40)  # decodes every file of the split
+    for path in layout.split_dir(config, "cats_dogs").rglob("*.jpg"):
+        with Image.open(path) as image:
+            expected = np.asarray(image.convert("RGB"), dtype=np.float32)
+        decoded = loaders.decode_image(tf.constant(str(path)), expected.shape[0]).numpy()
+        assert np.abs(decoded - expected).mean() < 3, path.name  # CMYK and grey come out as Pillow's RGB

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline import layout, train
 from pipeline.config import load_config
+from pipeline.models import build_model, vgg16
 from pipeline.errors import ConfigError, PipelineError
 from tests.conftest import ROOT
 from tests.fixtures import make_cats_dogs_split, make_cifar10_split, make_vgg16_standin, set_params
@@ -88,19 +89,25 @@ def test_nan_loss_fails_the_run(project, monkeypatch):
     assert run.info.status == "FAILED"
 
 
-@pytest.mark.parametrize("torn_backup", [False, True], ids=["clean-kill", "kill-while-saving"])
-def test_killed_training_resumes_from_its_last_epoch(project, torn_backup):
-    tiny_cifar_project(project, epochs=40)
+def train_killed_after(name, log, epochs):
+    """`python -m pipeline train <name>`, killed once its CSV `log` holds `epochs` epochs: the
+    command, its environment and how many epochs the log holds at the kill."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "pipeline", "train", "cifar10_naive"]
-    log = project / "models" / ".backup" / "cifar10_naive" / "train" / "history.csv"
+    command = [sys.executable, "-m", "pipeline", "train", name]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 4):
+    deadline = time.time() + 180
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) <= epochs):
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    done_before_kill = len(pd.read_csv(log))
+    return command, env, len(pd.read_csv(log))
+
+
+@pytest.mark.parametrize("torn_backup", [False, True], ids=["clean-kill", "kill-while-saving"])
+def test_killed_training_resumes_from_its_last_epoch(project, torn_backup):
+    tiny_cifar_project(project, epochs=40)
+    log = project / "models" / ".backup" / "cifar10_naive" / "train" / "history.csv"
+    command, env, done_before_kill = train_killed_after("cifar10_naive", log, 3)
     assert 3 <= done_before_kill < 40, "the kill should land part-way through training"
     if torn_backup:  # as if the kill had landed while Keras wrote the weights
         weights = log.parent / "state" / "latest.weights.h5"
@@ -132,18 +139,17 @@ def test_vgg16_trains_head_then_top_block(tiny_vgg_project, name, monkeypatch):
                                                     f"train.{name}.fine_tune.epochs": 1})
     config = load_config("params.yaml")
     calls = []
-    real = train.frozen_features
-    monkeypatch.setattr(train, "frozen_features", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = vgg16.frozen_features
+    monkeypatch.setattr(vgg16, "frozen_features", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     model, history = train.fit_model(config, name, train.hyperparameters(config, name))
     assert list(history["phase"]) == ["head", "head", "fine_tune"]
-    # blocks 1-4 run once per image: below block5 when it fine-tunes on fixed input, else the whole base
-    assert calls == (["block4_pool"] * 2 if name == "cats_dogs_vgg16_finetune" else ["block5_pool"] * 2)
-    trainable = {w.path.split("/")[0] for w in model.trainable_weights}
+    # without augmentation blocks 1-4 run once per image (train and val), below the fine-tuned block5;
+    # with it no feature is cached: every phase runs the whole network on augmented images
+    assert calls == (["block4_pool"] * 2 if name == "cats_dogs_vgg16_finetune" else [])
     base = model.get_layer("vgg16")
-    assert {layer.name for layer in base.layers if layer.trainable_weights} == \
-        {"block5_conv1", "block5_conv2", "block5_conv3"}
-    assert trainable  # head and block5 train; nothing below block5 does
-    assert not any(layer.trainable_weights for layer in base.layers if layer.name.startswith(("block1", "block4")))
+    block5 = [base.get_layer(f"block5_conv{i}") for i in (1, 2, 3)]
+    expected = model.get_layer("head").trainable_weights + [w for layer in block5 for w in layer.trainable_weights]
+    assert {id(w) for w in model.trainable_weights} == {id(w) for w in expected}  # head and block5, nothing else
     image = np.full((1, 32, 32, 3), 120.0, dtype="float32")
     assert model.predict(image, verbose=0).shape == (1, 1)
 
@@ -153,8 +159,8 @@ def test_frozen_vgg16_runs_its_base_once_per_image(tiny_vgg_project, monkeypatch
                                                     "train.cats_dogs_vgg16_frozen.epochs": 3})
     config = load_config("params.yaml")
     calls = []
-    real = train.frozen_features
-    monkeypatch.setattr(train, "frozen_features", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    real = vgg16.frozen_features
+    monkeypatch.setattr(vgg16, "frozen_features", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
     model, history = train.fit_model(config, "cats_dogs_vgg16_frozen",
                                      train.hyperparameters(config, "cats_dogs_vgg16_frozen"))
     assert calls == [12, 4]  # train and val images, once each, for three epochs
@@ -169,3 +175,138 @@ def test_unknown_fine_tune_layer_names_the_key(tiny_vgg_project):
     config = load_config("params.yaml")
     with pytest.raises(ConfigError, match=f"train.{name}.fine_tune.unfreeze_from"):
         train.fit_model(config, name, train.hyperparameters(config, name))
+
+
+AUGMENT = {"flip": True, "rotation": 0.1, "zoom": 0.2, "translation": 0.1}
+
+
+def tiny_vgg_config(project, name, **extra):
+    """`name` at 32x32 for two head epochs and one fine-tuning epoch, no dropout: only
+    augmentation can make two training-mode passes over the same input differ."""
+    params = {"image_size": 32, "epochs": 2, "dropout": 0.0, **extra}
+    if load_config(project / "params.yaml").model(name).fine_tune is not None:
+        params["fine_tune.epochs"] = 1
+    set_params(project / "params.yaml", **{f"train.{name}.{key}": value for key, value in params.items()})
+    return load_config(project / "params.yaml")
+
+
+def spy_on_phases(monkeypatch):
+    """Per phase, what its trained network makes of a batch of its training input, and its
+    learning rate once the phase is over."""
+    seen = {}
+    real = train.fit_phase
+
+    def spy(net, train_data, val_data, run, phase, *args, **kwargs):
+        x = train_data[0][:4] if isinstance(train_data, tuple) else next(iter(train_data))[0][:4]
+        seen[phase] = {
+            "training_varies": not np.allclose(net(x, training=True), net(x, training=True)),
+            "inference_same": np.array_equal(net(x, training=False), net(x, training=False)),
+        }
+        history = real(net, train_data, val_data, run, phase, *args, **kwargs)
+        seen[phase]["final_rate"] = float(net.optimizer.learning_rate)
+        return history
+
+    monkeypatch.setattr(train, "fit_phase", spy)
+    return seen
+
+
+@pytest.mark.parametrize("name, extra, augmented", [
+    ("cats_dogs_vgg16_frozen", {}, {"head": False}),
+    ("cats_dogs_vgg16_frozen", {"augment": AUGMENT}, {"head": True}),
+    ("cats_dogs_vgg16_finetune", {}, {"head": False, "fine_tune": False}),
+    ("cats_dogs_vgg16_finetune_aug", {}, {"head": True, "fine_tune": True}),
+], ids=["frozen", "frozen-augment", "finetune", "finetune_aug"])
+def test_vgg16_augments_in_every_phase_iff_params_say(tiny_vgg_project, monkeypatch, name, extra, augmented):
+    config = tiny_vgg_config(tiny_vgg_project, name, **extra)
+    seen = spy_on_phases(monkeypatch)
+    train.fit_model(config, name, train.hyperparameters(config, name))
+    assert {phase: s["training_varies"] for phase, s in seen.items()} == augmented
+    assert all(s["inference_same"] for s in seen.values())  # never at inference
+
+
+@pytest.mark.parametrize("name", ["cats_dogs_vgg16_finetune", "cats_dogs_vgg16_finetune_aug"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_vgg16_learning_rate_schedule_applies_to_both_phases(tiny_vgg_project, monkeypatch, name, schedule):
+    config = tiny_vgg_config(tiny_vgg_project, name, lr_schedule=schedule)
+    seen = spy_on_phases(monkeypatch)
+    train.fit_model(config, name, train.hyperparameters(config, name))
+    params = config.model(name)
+    expected = {"head": params.learning_rate, "fine_tune": params.fine_tune.learning_rate}
+    if schedule == "cosine":
+        expected = {"head": 0.0, "fine_tune": 0.0}  # each phase's rate decays to 0 over its own epochs
+    assert {phase: s["final_rate"] for phase, s in seen.items()} == pytest.approx(expected, abs=1e-9)
+
+
+def test_cached_features_give_the_whole_models_outputs(tiny_vgg_project):
+    """The head on cached block5 features, and block5 + head on cached block4 features, predict
+    what the whole model predicts on the images."""
+    config = load_config("params.yaml")
+    name = "cats_dogs_vgg16_finetune"
+    params = config.model(name).model_copy(update={"image_size": 32})
+    train.make_deterministic(0)
+    model = build_model(name, params, train.vgg16_weights(config))
+    images = np.random.default_rng(0).uniform(0, 255, size=(6, 32, 32, 3)).astype("float32")
+    whole = model.predict(images, verbose=0)
+    head_on_features = model.get_layer("head").predict(vgg16.frozen_features(model, images, "block5_pool"), verbose=0)
+    top_on_features = vgg16.submodel(model, "block5_conv1").predict(
+        vgg16.frozen_features(model, images, "block4_pool"), verbose=0)
+    assert whole.std() > 1e-3  # the images give different outputs: the comparison means something
+    np.testing.assert_allclose(head_on_features, whole, atol=1e-4)
+    np.testing.assert_allclose(top_on_features, whole, atol=1e-4)
+
+
+def test_resume_needs_the_same_params_and_split(project):
+    name, params = "cifar10_naive", {"learning_rate": 0.001}
+    split_metrics = layout.split_metrics("cifar10")
+    split_metrics.parent.mkdir(parents=True)
+    split_metrics.write_text(json.dumps({"sha256": "a" * 64}))
+    train.remember_run(name, "run-1", params)
+    assert train.resumable_run_id(name, params) == "run-1"
+    assert train.resumable_run_id(name, {"learning_rate": 0.01}) is None  # other params: not resumed
+    assert not (train.BACKUP_ROOT / name).exists()  # and the backup is dropped
+    train.remember_run(name, "run-2", params)
+    split_metrics.write_text(json.dumps({"sha256": "b" * 64}))  # the split changed since
+    assert train.resumable_run_id(name, params) is None
+    assert not (train.BACKUP_ROOT / name).exists()
+
+
+def test_killed_vgg16_fine_tuning_resumes_in_its_second_phase(tiny_vgg_project):
+    name = "cats_dogs_vgg16_finetune"
+    set_params(tiny_vgg_project / "params.yaml", **{f"train.{name}.image_size": 32, f"train.{name}.epochs": 3,
+                                                    f"train.{name}.fine_tune.epochs": 40})
+    backup = tiny_vgg_project / "models" / ".backup" / name
+    command, env, done_before_kill = train_killed_after(name, backup / "fine_tune" / "history.csv", 3)
+    assert 3 <= done_before_kill < 40, "the kill should land part-way through fine-tuning"
+    assert (backup / "head" / "finished.weights.h5").exists()
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "the head phase had finished; its weights are restored" in second.stdout
+    epochs_trained = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
+    assert not [line for line in epochs_trained if line.endswith("/3")]  # no head epoch trained again
+    assert 1 <= len(epochs_trained) <= 40 - done_before_kill + 1  # fine-tuning went on from the kill
+    history = pd.read_csv(layout.history_file(name))
+    assert list(history["phase"]) == ["head"] * 3 + ["fine_tune"] * 40
+    assert list(history["epoch"]) == list(range(1, 44))
+
+
+def test_training_removes_what_a_killed_run_left_beside_its_outputs(project):
+    config = tiny_cifar_project(project, epochs=1)
+    name = "cifar10_naive"
+    stale = [layout.model_file(name).with_name(f".partial-99999.{name}.keras"),
+             layout.history_file(name).with_name(f".partial-99999.{name}.csv"),
+             layout.train_metrics(name).with_name(f".partial-99999.train_{name}.json")]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half-written")
+    train.run(config, name)
+    assert not [path for path in stale if path.exists()]
+    assert [p.name for p in layout.model_file(name).parent.iterdir() if p.name.startswith(".partial")] == []
+    assert len(pd.read_csv(layout.history_file(name))) == 1
+    assert json.loads(layout.train_metrics(name).read_text())["epochs"] == 1
+
+
+def test_fine_tune_on_a_model_without_a_pretrained_base_names_the_key(project):
+    config = tiny_cifar_project(project, **{"train.cifar10_naive.fine_tune": {"epochs": 1, "learning_rate": 0.001}})
+    with pytest.raises(ConfigError, match="train.cifar10_naive.fine_tune: only the VGG16 models"):
+        train.fit_model(config, "cifar10_naive", train.hyperparameters(config, "cifar10_naive"))

@@ -470,3 +470,12 @@ def test_missing_split_says_which_stage_to_run(project, capsys):
     set_params(project / "params.yaml", **{"train.use_tuned": True})
     assert main(["tune", MODEL]) == 1
     assert "split@cifar10" in capsys.readouterr().err
+
+
+def test_a_relative_sqlite_study_lies_in_the_project_even_in_a_dvc_temp_experiment(project, monkeypatch):
+    config = load_config()
+    monkeypatch.delenv(tune.STORAGE_ENV, raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(project / "original"))  # what `dvc exp run --temp` hands its stages
+    assert tune.storage_url(config) == f"sqlite:///{project / 'original' / 'optuna.db'}"
+    monkeypatch.setenv(tune.STORAGE_ENV, "postgresql+psycopg2://optuna@db/optuna")
+    assert tune.storage_url(config) == "postgresql+psycopg2://optuna@db/optuna"

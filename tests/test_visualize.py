@@ -116,14 +116,17 @@ def test_deprocess_gives_a_displayable_image():
 
 
 @pytest.mark.parametrize("make_model, layer", [(flat_model, "conv2"), (vgg_style_model, "block5_conv3")])
-def test_gradcam_heatmaps_have_the_image_size_and_unit_range(make_model, layer):
+def test_gradcam_heatmaps_have_the_image_size_and_peak_at_one(make_model, layer):
     model = make_model()
     assert gradcam.last_conv_layer(model) == layer
     batch = images(3)
     cams = gradcam.gradcam(model, batch)
     assert cams.heatmaps.shape == (3, SIZE, SIZE)
     assert np.all(np.isfinite(cams.heatmaps))
-    assert cams.heatmaps.min() >= 0 and cams.heatmaps.max() <= 1
+    # each map is scaled to its own peak, not clipped: its brightest point is close to 1 (bilinear
+    # upsampling lands between the coarse map's points) and few points reach 1
+    assert np.all(cams.heatmaps.max(axis=(1, 2)) > 0.85)
+    assert np.all((cams.heatmaps > 0.999).mean(axis=(1, 2)) < 0.25)
     assert np.all((cams.probability >= 0) & (cams.probability <= 1))
     probabilities = model.predict(batch, verbose=0)
     if probabilities.shape[-1] == 1:  # sigmoid: the predicted class and its probability

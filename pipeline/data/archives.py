@@ -15,9 +15,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
 from pipeline.errors import PipelineError
+from pipeline.progress import progress_bar
 
 # What zipfile, tarfile and gzip raise when the bytes themselves are damaged.
 CORRUPT_ARCHIVE = (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error)
@@ -45,7 +44,7 @@ def extract_zip(archive: Path, target: Path) -> None:
         for member in members:
             check_member_path(archive, member.filename)
         total = sum(member.file_size for member in members)
-        with progress_bar(f"extract {archive.name}", total) as bar:
+        with progress_bar(f"extract {archive.name}", total=total) as bar:
             for member in members:
                 # zipfile stores symlinks as plain files holding the link text, so none can escape.
                 zipped.extract(member, target)
@@ -57,7 +56,7 @@ def extract_tar(archive: Path, target: Path) -> None:
         members = tar.getmembers()  # reads to the end, so a truncated archive fails before any write
         for member in members:
             check_tar_member(archive, member)
-        with progress_bar(f"extract {archive.name}", sum(member.size for member in members)) as bar:
+        with progress_bar(f"extract {archive.name}", total=sum(member.size for member in members)) as bar:
             for member in members:
                 # The "data" filter also resolves links already on disk (a link to "." followed by
                 # one to ".." passes the name checks above) and drops device files and set-uid bits.
@@ -93,9 +92,3 @@ def stays_inside(path: PurePosixPath) -> bool:
         if depth < 0:
             return False
     return True
-
-
-def progress_bar(description: str, total: int | None, unit: str = "B") -> tqdm:
-    """A tqdm bar on stderr; byte counts are shown as KB, MB, GB."""
-    in_bytes = unit == "B"
-    return tqdm(total=total, desc=description, unit=unit, unit_scale=in_bytes, unit_divisor=1024)

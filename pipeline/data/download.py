@@ -27,6 +27,7 @@ from pipeline.config import MIRROR_ENV, Config, Source
 from pipeline.data import archives
 from pipeline.errors import PipelineError
 from pipeline.files import replacing_folder
+from pipeline.progress import progress_bar
 
 CIFAR_FILES = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch", "batches.meta"]
 # What each source must unpack to: a wrong file whose checksum was pasted into params still fails.
@@ -144,7 +145,7 @@ def fetch_into(url: str, partial: Path, expected_size: int | None) -> None:
             start = 0  # the server ignored Range and sends the whole file
         length = response.headers.get("Content-Length")
         end = start + int(length) if length else None
-        bar = archives.progress_bar(f"download {partial.stem}", end)
+        bar = progress_bar(f"download {partial.stem}", total=end)
         with partial.open("ab" if resumed else "wb") as out, bar:
             bar.update(start)
             while chunk := response.read(CHUNK_BYTES):
@@ -218,7 +219,7 @@ def check_listed_files(sums: Path, root: Path) -> None:
         if not parts or parts[0] != "PetImages" or ".." in parts or len(expected) != 64:
             raise PipelineError(f"{sums} line {number}: expected '<sha256>  PetImages/<Class>/<file>'")
         listed[name] = expected.lower()
-    with archives.progress_bar(f"verify {sums.parent.name}", len(listed), unit="file") as bar:
+    with progress_bar(f"verify {sums.parent.name}", total=len(listed), unit="file") as bar:
         for name, expected in listed.items():
             path = root / name
             if not path.is_file():
@@ -243,7 +244,7 @@ def finish(staging: Path, source: str, origin: Path | str, checksum: str | None)
 
 
 def copy_files(pairs: list[tuple[Path, Path]], description: str) -> None:
-    with archives.progress_bar(description, sum(source.stat().st_size for source, _ in pairs)) as bar:
+    with progress_bar(description, total=sum(source.stat().st_size for source, _ in pairs)) as bar:
         for source, destination in pairs:
             destination.parent.mkdir(parents=True, exist_ok=True)
             with source.open("rb") as reader, destination.open("wb") as writer:
@@ -254,7 +255,7 @@ def copy_files(pairs: list[tuple[Path, Path]], description: str) -> None:
 
 def file_digest(path: Path, algorithm: str) -> str:
     digest = hashlib.new(algorithm)
-    with path.open("rb") as reader, archives.progress_bar(f"verify {path.name}", path.stat().st_size) as bar:
+    with path.open("rb") as reader, progress_bar(f"verify {path.name}", total=path.stat().st_size) as bar:
         while chunk := reader.read(CHUNK_BYTES):
             digest.update(chunk)
             bar.update(len(chunk))

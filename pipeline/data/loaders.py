@@ -42,8 +42,12 @@ def image_files(config: Config, task: str, split: str) -> tuple[list[Path], np.n
 
 
 def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """JPEG/PNG/BMP/GIF bytes -> (size, size, 3) float32 0..255, as every stage sees images."""
-    raw = tf.io.read_file(path)
+    """An image file -> (size, size, 3) float32 0..255, as every stage sees images."""
+    return decode_bytes(tf.io.read_file(path), image_size)
+
+
+def decode_bytes(raw: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded JPEG/PNG/BMP/GIF bytes -> (size, size, 3) float32 0..255; the served model decodes so too."""
     image = tf.io.decode_image(raw, channels=3, expand_animations=False)
     return tf.image.resize(image, (image_size, image_size))
 

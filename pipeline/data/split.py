@@ -1,13 +1,14 @@
 """Stage `split`: a seeded sample of each task's images, split per class into train/val/test.
 
 cats_dogs: N cats and N dogs drawn at random from Microsoft's PetImages. Each candidate is
-decoded once with Pillow; the files that are no usable JPEG (empty, not an image, another
-format, truncated) are left out, counted by reason and replaced by the next candidate, so the
+decoded with Pillow, which says what is wrong with a bad file, and with TensorFlow, the decoder
+training uses; the files that are no usable JPEG (empty, not an image, another format,
+truncated or corrupt) are left out, counted by reason and replaced by the next candidate, so the
 sample stays N + N. The files are copied to split/{train,val,test}/{cats,dogs}/<original name>.
 
 cifar10: the 60000 images of the official pickles pooled, N per class sampled and split per
 class, written as split/{train,val,test}.npz (uint8 HWC RGB images, int64 labels) and
-split/classes.json.
+split/classes.json. The pickles are read by `cifar_pickles`.
 
 Both write metrics/split_<task>.json with a sha256 of the split's content, which training tags
 its MLflow runs with. The split is built in a sibling folder and renamed into place at the end,
@@ -15,31 +16,27 @@ so a failure never leaves a half-written split behind.
 """
 from __future__ import annotations
 
-import codecs
 import hashlib
 import io
 import json
-import pickle
 import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from numpy._core.multiarray import _reconstruct as numpy_reconstruct
+import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from pipeline import layout
 from pipeline.config import SPLITS, Config
+from pipeline.data import cifar_pickles, loaders
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.files import replacing_folder, write_text_atomically
+from pipeline.progress import progress_bar
 
 PET_CLASSES = {"Cat": "cats", "Dog": "dogs"}  # Microsoft's folder -> the split's class folder
 JPEG_MAGIC = b"\xff\xd8\xff"
-CIFAR_FOLDER = "cifar-10-batches-py"
-CIFAR_BATCHES = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]
-CIFAR_PIXELS = 3 * 32 * 32
 
 
 def run(config: Config, task: str) -> None:
@@ -149,7 +146,7 @@ def copy_sample(
     for split in SPLITS:
         (staging / split / name).mkdir(parents=True, exist_ok=True)
     copied = 0
-    with tqdm(total=len(labels), desc=f"split {name}", unit="img") as bar:
+    with progress_bar(f"split {name}", total=len(labels), unit="img") as bar:
         # zip stops at the last label, so no candidate is decoded beyond the ones needed.
         for split, (path, data) in zip(labels, readable_jpegs(candidates, left_out)):
             (staging / split / name / path.name).write_bytes(data)
@@ -187,9 +184,21 @@ def jpeg_problem(name: str, data: bytes) -> str | None:
                 image.load()  # the full decode: a truncated file opens fine and fails only here
             except Exception:  # damaged data makes Pillow raise many kinds of error
                 return "truncated_or_corrupt"
+    if not decodes_for_training(data):
+        return "truncated_or_corrupt"  # e.g. a stray marker in the scan: Pillow greys the rest out
     if not name.endswith(".jpg"):
         return "not_named_jpg"  # the loaders find the images by this suffix
     return None
+
+
+def decodes_for_training(data: bytes) -> bool:
+    """Whether TensorFlow's decoder, the one every epoch uses, reads the whole image: Pillow
+    accepts some damaged scans that TensorFlow refuses, and one such file would crash a training."""
+    try:
+        loaders.decode_bytes(tf.constant(data), 1)
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- cifar10
@@ -197,10 +206,10 @@ def jpeg_problem(name: str, data: bytes) -> str | None:
 
 def split_cifar10(config: Config) -> dict:
     task = "cifar10"
-    folder = layout.raw_dir(config, task) / CIFAR_FOLDER
+    folder = layout.raw_dir(config, task) / cifar_pickles.FOLDER
     require_folder(folder, task)
-    classes = read_class_names(folder / "batches.meta")
-    images, labels = read_batches(folder, len(classes))
+    classes = cifar_pickles.read_class_names(folder / "batches.meta")
+    images, labels = cifar_pickles.read_batches(folder, len(classes))
     sizes = split_sizes(config, task)
     rng = np.random.default_rng(config.seed)
     chosen = {split: [] for split in SPLITS}
@@ -215,83 +224,10 @@ def split_cifar10(config: Config) -> dict:
         for split, part in zip(SPLITS, np.split(sample, [sizes["train"], sizes["train"] + sizes["val"]])):
             chosen[split].append(part)
     with replacing_folder(layout.split_dir(config, task)) as staging:
-        for split in tqdm(SPLITS, desc="write cifar10", unit="split"):
+        for split in progress_bar("write cifar10", SPLITS, unit="split"):
             order = rng.permutation(np.concatenate(chosen[split]))  # mix the classes
             np.savez_compressed(staging / f"{split}.npz", images=images[order], labels=labels[order])
         (staging / "classes.json").write_text(json.dumps(classes) + "\n")
         digest = folder_digest(staging)
     counts = {split: {name: sizes[split] for name in classes} for split in SPLITS}
     return split_metrics(config, task, counts, {}, digest)
-
-
-def read_class_names(path: Path) -> list[str]:
-    meta = read_pickle(path)
-    names = meta.get(b"label_names") if isinstance(meta, dict) else None
-    if not names or not all(isinstance(name, bytes) for name in names):
-        raise PipelineError(f"{path}: no b'label_names' list; not a CIFAR-10 batches.meta")
-    return [name.decode() for name in names]
-
-
-def read_batches(folder: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every batch pooled: images (N, 32, 32, 3) uint8 RGB and labels (N,) int64."""
-    images, labels = [], []
-    for name in tqdm(CIFAR_BATCHES, desc="read cifar10", unit="batch"):
-        data, batch_labels = check_batch(folder / name, read_pickle(folder / name), n_classes)
-        # Each row holds the R, G and B planes one after the other; Keras wants channels last.
-        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(batch_labels)
-    return np.concatenate(images), np.concatenate(labels)
-
-
-def check_batch(path: Path, batch: object, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The b'data' and b'labels' of a batch, or a PipelineError saying what is wrong."""
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise PipelineError(f"{path}: no b'data' and b'labels'; not a CIFAR-10 batch")
-    data = batch[b"data"]
-    try:
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (TypeError, ValueError):
-        raise PipelineError(f"{path}: b'labels' is not a list of class indices") from None
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (CIFAR_PIXELS,):
-        raise PipelineError(f"{path}: b'data' is not a uint8 array of {CIFAR_PIXELS} pixels per row")
-    if labels.shape != (len(data),) or labels.min(initial=0) < 0 or labels.max(initial=0) >= n_classes:
-        raise PipelineError(f"{path}: b'labels' must hold one class index below {n_classes} per image")
-    return data, labels
-
-
-def read_pickle(path: Path) -> object:
-    try:
-        with path.open("rb") as file:
-            return RestrictedUnpickler(file, encoding="bytes").load()
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: missing; run `dvc repro download@cifar10` again") from None
-    except Exception as error:  # truncated or foreign bytes make pickle raise many kinds of error
-        message = " ".join(str(error).split()) or type(error).__name__
-        raise PipelineError(f"{path}: not a readable CIFAR-10 pickle ({message})") from None
-
-
-def latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
-    """What a protocol-2 pickle written by Python 3 calls to rebuild a bytes object."""
-    if encoding != "latin1":
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return codecs.encode(text, "latin1")
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Loads plain data and numpy arrays only: a pickle can name any callable, and loading it
-    with the stock Unpickler would call it, so every global outside this list is refused."""
-
-    ALLOWED = {
-        # numpy 1 and numpy 2 name the function that rebuilds an array differently.
-        ("numpy.core.multiarray", "_reconstruct"): numpy_reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): numpy_reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): latin1_bytes,
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        try:
-            return self.ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None

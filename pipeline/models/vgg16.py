@@ -1,8 +1,9 @@
 """The cats-vs-dogs classifier on the VGG16 convolutional base (frozen, then optionally fine-tuned).
 
 Top-level layers: image -> [augment] -> vgg_preprocess -> vgg16 -> head. The training code
-relies on these names: it runs `vgg16` once to cache features, trains `head` on them, and
-for fine-tuning unfreezes the top of `vgg16` with `unfreeze_top`.
+relies on these names: it runs `vgg16` once to cache features (`frozen_features`), trains
+`head` on them, and for fine-tuning unfreezes the top of `vgg16` with `unfreeze_top` and
+trains that part alone (`submodel`) on the features cached below it (`layer_before`).
 """
 from __future__ import annotations
 
@@ -89,3 +90,44 @@ def unfreeze_top(model: keras.Model, from_layer: str) -> None:
     base.trainable = True
     for layer in base.layers[: names.index(from_layer)]:
         layer.trainable = False
+
+
+def layer_before(model: keras.Model, name: str) -> str:
+    """The VGG16 layer just below `name`: where the cached features stop when `name` fine-tunes."""
+    names = [layer.name for layer in model.get_layer("vgg16").layers]
+    if name not in names[1:]:
+        raise ConfigError(f"train.{model.name}.fine_tune.unfreeze_from: {name!r} is not a VGG16 layer "
+                          f"(one of {', '.join(names[1:])})")
+    return names[names.index(name) - 1]
+
+
+def submodel(model: keras.Model, first: str, last: str | None = None) -> keras.Model:
+    """Layers of the VGG stack from `first` up to `last` (both included) as one model; with no
+    `last`, up to the top of the stack and through the head.
+
+    The layers are shared with `model`, so training the piece trains the whole model.
+    """
+    base, head = model.get_layer("vgg16"), model.get_layer("head")
+    names = [layer.name for layer in base.layers]
+    stop = names.index(last) + 1 if last else len(names)
+    start = names.index(first)
+    inputs = keras.Input(shape=base.layers[start].input.shape[1:])
+    x = inputs
+    for layer in base.layers[start:stop]:
+        x = layer(x)
+    if last is None:
+        x = head(x)
+    return keras.Model(inputs, x)
+
+
+def frozen_features(model: keras.Model, images: np.ndarray, until: str) -> np.ndarray:
+    """Run preprocessing and the frozen VGG16 layers up to `until` once, in inference mode.
+
+    The augmentation layers are left out: cached features are of the images as they are.
+    """
+    base = model.get_layer("vgg16")
+    inputs = keras.Input(shape=images.shape[1:])
+    x = model.get_layer("vgg_preprocess")(inputs)
+    x = keras.Model(base.input, base.get_layer(until).output)(x)
+    extractor = keras.Model(inputs, x)
+    return extractor.predict(images, batch_size=32, verbose=0)

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from pipeline.files import replacing_file  # noqa: E402
+
 DPI = 100
 
 History = pd.DataFrame | dict | str | Path
@@ -43,10 +45,11 @@ def label_axes(ax, metric: str) -> None:
 
 
 def save_figure(fig, out_png: Path) -> Path:
+    """Drawn beside `out_png` and renamed into place: a reader never sees half a PNG."""
     fig.tight_layout()
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=DPI)
+    with replacing_file(out_png) as partial:
+        fig.savefig(partial, dpi=DPI)
     plt.close(fig)
     return out_png
 

@@ -1,0 +1,223 @@
+"""The registered photo classifier: what training and evaluation record in the registry, and a
+real `mlflow models serve` process answering a plain HTTP client."""
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+
+from pipeline import evaluate, layout, serving, tracking, train
+from pipeline.config import load_config
+from pipeline.data import loaders
+from tests.conftest import ROOT
+from tests.fixtures import jpeg_bytes, make_cats_dogs_split, set_params
+
+NAME = "cats_dogs_naive"
+CLASSES = ["cats", "dogs"]
+TINY_SPLIT = {"train": 4, "val": 2, "test": 3}
+TINY_PARAMS = {f"train.{NAME}.epochs": 1, f"train.{NAME}.batch_size": 4, f"train.{NAME}.image_size": 48}
+SERVER_START_S = 240
+
+
+def tiny_cats_dogs(root, **params):
+    """A project folder with a tiny cats/dogs split and params for a one-epoch cats_dogs_naive."""
+    make_cats_dogs_split(root / "data" / "split" / "cats_dogs", TINY_SPLIT)
+    set_params(root / "params.yaml", **{**TINY_PARAMS, **params})
+
+
+def train_and_evaluate(root):
+    config = load_config(root / "params.yaml")
+    train.run(config, NAME)
+    evaluate.run(config, NAME)
+    return layout.run_id_file(NAME).read_text().strip()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """One tiny cats_dogs_naive trained and evaluated in its own project: version 1, the champion."""
+    root = tmp_path_factory.mktemp("serving")
+    with pytest.MonkeyPatch.context() as patch:
+        shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+        patch.chdir(root)
+        patch.delenv("PIPELINE_DATA_MIRROR", raising=False)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # a tiny training lasts seconds, not 10
+        mlflow.set_tracking_uri(uri)
+        tiny_cats_dogs(root)
+        train_and_evaluate(root)
+        yield root
+
+
+@pytest.fixture(autouse=True)
+def same_store():
+    """MLflow's client keeps the last URI set in this process: use the one the environment names."""
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+
+
+def champion_network():
+    """The Keras network inside the champion, loaded on its own."""
+    folder = mlflow.artifacts.download_artifacts(f"models:/{NAME}@{tracking.CHAMPION}")
+    return keras.saving.load_model(os.path.join(folder, "artifacts", os.path.basename(str(layout.model_file(NAME)))))
+
+
+def expected_probabilities(network, photos: list[bytes]) -> np.ndarray:
+    """What the network says about the photos, decoded as every stage decodes images."""
+    size = network.input_shape[1]
+    images = np.stack([loaders.decode_bytes(tf.constant(photo), size).numpy() for photo in photos])
+    sigmoid = network.predict(images, verbose=0)
+    return np.hstack([1 - sigmoid, sigmoid])
+
+
+def request(photos: list[bytes]) -> dict:
+    """The JSON MLflow's scoring protocol takes: binary columns travel as base64."""
+    return {"dataframe_records": [{serving.IMAGE_COLUMN: base64.b64encode(photo).decode()} for photo in photos]}
+
+
+@pytest.fixture
+def server(registered):
+    """`mlflow models serve` on the champion, on 127.0.0.1, from a folder outside the repository."""
+    port = free_port()
+    elsewhere = registered / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    log = open(registered / "serve.log", "w")
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@{tracking.CHAMPION}",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=elsewhere, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/ping", process, registered / "serve.log")
+        yield url
+    finally:
+        stop(process)
+        log.close()
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log, timeout_s: float = SERVER_START_S) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if it exits or takes too long."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()[-3000:]}"
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a server started in its own session, with the workers it forked."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_training_registers_a_version_and_evaluation_makes_it_champion(registered):
+    client = mlflow.MlflowClient()
+    run_id = layout.run_id_file(NAME).read_text().strip()
+    version = client.get_model_version_by_alias(NAME, tracking.CHAMPION)
+    assert str(version.version) == "1" and version.run_id == run_id
+    assert version.tags["run_id"] == run_id
+    assert version.tags["split_sha256"] == train.split_checksum("cats_dogs")
+    test_accuracy = json.loads(layout.eval_metrics(NAME).read_text())["test_accuracy"]
+    assert float(version.tags["test_accuracy"]) == pytest.approx(test_accuracy, abs=1e-6)
+
+    # The registered model is the photo classifier; the run keeps the Keras flavour beside it.
+    info = mlflow.models.get_model_info(f"models:/{NAME}/1")
+    assert "keras" not in info.flavors and info.signature.inputs.input_types() == [mlflow.types.DataType.binary]
+    assert "keras" in mlflow.models.get_model_info(f"runs:/{run_id}/model").flavors
+
+    run = client.get_run(run_id)
+    inputs = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"), d.dataset.digest)
+              for d in run.inputs.dataset_inputs}
+    digest = train.split_checksum("cats_dogs")[:tracking.MAX_DIGEST]
+    assert inputs == {("cats_dogs/train", "training", digest), ("cats_dogs/val", "validation", digest),
+                      ("cats_dogs/test", "test", digest)}
+    sources = {d.dataset.name: d.dataset.source for d in run.inputs.dataset_inputs}
+    assert (registered / "data" / "split" / "cats_dogs" / "train").as_uri() in sources["cats_dogs/train"]
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_alias_follows_the_better_test_accuracy(registered):
+    first = float(mlflow.MlflowClient().get_model_version(NAME, "1").tags["test_accuracy"])
+    # Another seed, another network: version 2, whose accuracy decides where the alias goes.
+    set_params(registered / "params.yaml", seed=7)
+    second_run = train_and_evaluate(registered)
+    client = mlflow.MlflowClient()
+    versions = sorted(client.search_model_versions(f"name = '{NAME}'"), key=lambda v: int(v.version))
+    assert [str(v.version) for v in versions] == ["1", "2"] and versions[1].run_id == second_run
+    second = float(versions[1].tags["test_accuracy"])
+    expected = "2" if second > first else "1"
+    assert str(client.get_model_version_by_alias(NAME, tracking.CHAMPION).version) == expected
+
+
+def test_a_worse_new_version_does_not_take_the_alias(project):
+    """The rule itself, on real versions in a real registry: better moves it, worse or equal does not."""
+    tracking.use_experiment("rule")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("rule")
+    runs = []
+    for accuracy in (0.6, 0.5, 0.6, 0.8):
+        with mlflow.start_run() as run:
+            runs.append(run.info.run_id)
+        client.create_model_version("rule", f"runs:/{run.info.run_id}/classifier", run_id=run.info.run_id)
+        champion = tracking.record_test_accuracy("rule", run.info.run_id, accuracy)
+        assert champion == str(client.get_model_version_by_alias("rule", tracking.CHAMPION).version)
+    history = [client.get_model_version("rule", str(v)).tags["test_accuracy"] for v in range(1, 5)]
+    assert history == ["0.600000", "0.500000", "0.600000", "0.800000"]
+    assert str(client.get_model_version_by_alias("rule", tracking.CHAMPION).version) == "4"
+    # Re-evaluating the champion lower hands the alias back to the best of the others, the older on a tie.
+    assert tracking.record_test_accuracy("rule", runs[3], 0.4) == "1"
+
+
+def test_server_classifies_photos_and_survives_a_corrupt_one(registered, server):
+    photos = [jpeg_bytes(seed, size) for seed, size in ((11, (64, 48)), (12, (200, 150)), (13, (31, 90)))]
+    response = requests.post(f"{server}/invocations", json=request(photos), timeout=60)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    expected = expected_probabilities(champion_network(), photos)
+    assert len(predictions) == 3
+    for prediction, row in zip(predictions, expected):
+        assert list(prediction["probabilities"]) == CLASSES
+        served = np.array([prediction["probabilities"][c] for c in CLASSES])
+        assert served.sum() == pytest.approx(1, abs=1e-5)
+        np.testing.assert_allclose(served, row, atol=1e-5)
+        assert prediction["label"] == CLASSES[int(row.argmax())]
+
+    corrupt = photos[0][: len(photos[0]) // 2]  # a JPEG cut short
+    response = requests.post(f"{server}/invocations", json=request([corrupt]), timeout=60)
+    assert response.status_code == 400
+    error = response.json()
+    assert error["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "row 0 of column 'image' is not a readable JPEG, PNG, BMP or GIF image" in error["message"]
+
+    # Still up, and still right.
+    assert requests.get(f"{server}/ping", timeout=10).status_code == 200
+    again = requests.post(f"{server}/invocations", json=request(photos[1:2]), timeout=60)
+    assert again.status_code == 200 and again.json()["predictions"] == predictions[1:2]
