@@ -1,6 +1,5 @@
 """`python -m pipeline predict`: a line per image, an error line per unreadable file, folders,
 batches, a CSV and a summary line; model names and MLflow URIs."""
-import shutil
 
 import keras
 import mlflow
@@ -13,7 +12,7 @@ from pipeline import layout, predict, train
 from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.data import loaders
-from tests.conftest import ROOT
+from tests.conftest import enter_project
 from tests.fixtures import CIFAR_CLASSES, jpeg_bytes, make_cifar10_split, png_bytes, set_params
 
 NAME = "cifar10_naive"
@@ -24,12 +23,7 @@ def trained(tmp_path_factory):
     """One tiny cifar10_naive, trained once for the module in its own project folder, and three images."""
     root = tmp_path_factory.mktemp("predict")
     with pytest.MonkeyPatch.context() as patch:
-        shutil.copy(ROOT / "params.yaml", root / "params.yaml")
-        patch.chdir(root)
-        patch.delenv("PIPELINE_DATA_MIRROR", raising=False)
-        uri = f"sqlite:///{root / 'mlflow.db'}"
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
+        enter_project(root, patch)
         make_cifar10_split(root / "data" / "split" / "cifar10", {"train": 4, "val": 1, "test": 1})
         set_params(root / "params.yaml", **{f"train.{NAME}.epochs": 1, f"train.{NAME}.batch_size": 16})
         train.run(load_config("params.yaml"), NAME)

@@ -3,7 +3,6 @@ real `mlflow models serve` process answering a plain HTTP client."""
 import base64
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ import tensorflow as tf
 from pipeline import evaluate, layout, serving, tracking, train
 from pipeline.config import load_config
 from pipeline.data import loaders
-from tests.conftest import ROOT
+from tests.conftest import enter_project
 from tests.fixtures import jpeg_bytes, make_cats_dogs_split, set_params
 
 NAME = "cats_dogs_naive"
@@ -54,13 +53,8 @@ def registered(tmp_path_factory):
     """One tiny cats_dogs_naive trained and evaluated in its own project: version 1, the champion."""
     root = tmp_path_factory.mktemp("serving")
     with pytest.MonkeyPatch.context() as patch:
-        shutil.copy(ROOT / "params.yaml", root / "params.yaml")
-        patch.chdir(root)
-        patch.delenv("PIPELINE_DATA_MIRROR", raising=False)
-        uri = f"sqlite:///{root / 'mlflow.db'}"
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        enter_project(root, patch)
         patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # a tiny training lasts seconds, not 10
-        mlflow.set_tracking_uri(uri)
         tiny_cats_dogs(root)
         train_and_evaluate(root)
         yield root

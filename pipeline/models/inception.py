@@ -18,8 +18,8 @@ import keras
 from keras import layers
 
 from pipeline.config import Model
-from pipeline.models.common import check_image_size, output_layer, scratch_input
-from pipeline.models.naive import stem
+from pipeline.models.common import check_image_size, scratch_input
+from pipeline.models.naive import classifier, stem
 
 BRANCH_FILTERS = 64
 REDUCE_3X3, REDUCE_5X5 = 32, 16  # channels the 1x1 convolutions leave for the larger kernels
@@ -58,11 +58,7 @@ def inception_cnn(name: str, params: Model, blocks) -> keras.Model:
     for block in blocks:
         x = block(x)
     x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4")(x)
-    x = layers.MaxPooling2D(name="pool4")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(256, activation="relu", name="dense1")(x)
-    outputs = output_layer(10)(x)
-    return keras.Model(inputs, outputs, name=name)
+    return classifier(inputs, x, name, n_classes=10)
 
 
 def build_cifar10(name: str, params: Model) -> keras.Model:

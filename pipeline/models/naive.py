@@ -22,17 +22,22 @@ def stem(x, params: Model, padding: str):
     return layers.Dropout(params.dropout, name="dropout1")(x)
 
 
+def classifier(inputs: keras.KerasTensor, x: keras.KerasTensor, name: str, n_classes: int) -> keras.Model:
+    """pool4, Flatten, Dense 256 and the output: how every from-scratch model of Fig. 1 and 2 ends."""
+    x = layers.MaxPooling2D(name="pool4")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(256, activation="relu", name="dense1")(x)
+    outputs = output_layer(n_classes)(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def naive_cnn(name: str, params: Model, n_classes: int, padding: str) -> keras.Model:
     inputs, x = scratch_input(params)
     x = stem(x, params, padding)
     x = layers.Conv2D(128, 3, padding=padding, activation="relu", name="conv3")(x)
     x = layers.MaxPooling2D(name="pool3")(x)
     x = layers.Conv2D(128, 3, padding=padding, activation="relu", name="conv4")(x)
-    x = layers.MaxPooling2D(name="pool4")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(256, activation="relu", name="dense1")(x)
-    outputs = output_layer(n_classes)(x)
-    return keras.Model(inputs, outputs, name=name)
+    return classifier(inputs, x, name, n_classes)
 
 
 def build_cats_dogs(name: str, params: Model) -> keras.Model:

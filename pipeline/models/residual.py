@@ -17,7 +17,7 @@ from keras import layers
 
 from pipeline.config import Model
 from pipeline.models.common import check_image_size, output_layer, scratch_input
-from pipeline.models.naive import stem
+from pipeline.models.naive import classifier, stem
 
 
 def build_cifar10(name: str, params: Model) -> keras.Model:
@@ -58,11 +58,7 @@ def naive_cnn_with_skip(name: str, params: Model, around: str) -> keras.Model:
     x = (conv_with_skip if around == "conv3" else conv)(x, 128, "conv3")
     x = layers.MaxPooling2D(name="pool3")(x)
     x = (conv_with_skip if around == "conv4" else conv)(x, 128, "conv4")
-    x = layers.MaxPooling2D(name="pool4")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(256, activation="relu", name="dense1")(x)
-    outputs = output_layer(10)(x)
-    return keras.Model(inputs, outputs, name=name)
+    return classifier(inputs, x, name, n_classes=10)
 
 
 def build_cifar10_skip_8x8(name: str, params: Model) -> keras.Model:
