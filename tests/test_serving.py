@@ -113,9 +113,9 @@ def wait_until_up(url: str, process: subprocess.Popen, log, timeout_s: float = S
         assert process.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()[-3000:]}"
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting up
             pass
         time.sleep(1)
 
