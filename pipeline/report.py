@@ -94,8 +94,8 @@ def cifar10_results(config: Config) -> pd.DataFrame:
 
 def beyond_the_study(results: pd.DataFrame) -> list[str]:
     """The report's next step (other Inception modules, skips elsewhere) beside its own models."""
-    def number(value, form):
-        return "–" if pd.isna(value) else format(value, form)
+    def number(value, form, unit=""):
+        return "–" if pd.isna(value) else format(value, form) + unit
 
     lines = ["## Beyond the study: other Inception modules, residual connections elsewhere", "",
              "The report's closing question, answered on CIFAR-10 with the same recipe as `cifar10_naive`.", "",
@@ -105,7 +105,7 @@ def beyond_the_study(results: pd.DataFrame) -> list[str]:
     for row in results.itertuples():
         lines.append(f"| `{row.model}` | {'yes' if row.in_study else 'no'} | {row.parameters:,} "
                      f"| {number(row.best_val_accuracy, '.3f')} | **{number(row.test_accuracy, '.3f')}** "
-                     f"| {number(row.wall_time_s, '.0f')} s | {number(row.report_accuracy, '.3f')} |")
+                     f"| {number(row.wall_time_s, '.0f', ' s')} | {number(row.report_accuracy, '.3f')} |")
     figure = accuracy_figure(results)
     if figure:
         lines += ["", f"![CIFAR-10: test accuracy against size and training time]"

@@ -56,7 +56,7 @@ def test_study_models_in_their_tables_and_variants_beyond(project):
 def test_unmeasured_models_leave_dashes_and_no_figure(project):
     report.run(load_config())
     beyond = rows(report.RESULTS.read_text(), "## Beyond the study")
-    assert all("| **–** |" in line for line in beyond.values())
+    assert all("| **–** | – |" in line for line in beyond.values())
     assert not (report.COMPARE_DIR / "cifar10_accuracy.png").exists()
 
 
