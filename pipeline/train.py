@@ -166,9 +166,9 @@ def augmented_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, 
         .shuffle(len(images), seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def cosine_steps(params, epochs: int, images: int, batch_size: int) -> int | None:
+def cosine_steps(params, epochs: int, steps_per_epoch: int) -> int | None:
     """The steps a cosine learning rate decays over in one phase; None for a constant rate."""
-    return epochs * math.ceil(images / batch_size) if params.lr_schedule == "cosine" else None
+    return epochs * steps_per_epoch if params.lr_schedule == "cosine" else None
 
 
 def train_vgg16(config: Config, run: Run, model: keras.Model, hp: Hyperparameters) -> pd.DataFrame:
@@ -191,14 +191,15 @@ def train_vgg16_on_images(config: Config, run: Run, model: keras.Model, hp: Hype
                           train: tuple, val: tuple) -> pd.DataFrame:
     """Augmentation changes the input every epoch, so no feature can be cached: each phase fits
     the whole model on augmented batches, with the base frozen, then with its top unfrozen."""
-    params, tune = config.model(run.name), config.model(run.name).fine_tune
+    params = config.model(run.name)
+    tune, batches = params.fine_tune, math.ceil(len(train[0]) / hp.batch_size)
     images = augmented_batches(*train, hp.batch_size, config.seed)
     val_data = tf.data.Dataset.from_tensor_slices(val).batch(hp.batch_size)
-    compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, len(train[0]), hp.batch_size))
+    compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches))
     histories = [fit_phase(model, images, val_data, run, "head", hp.epochs, 0)]
     if tune is not None:
         vgg16.unfreeze_top(model, tune.unfreeze_from)
-        compile_model(model, 2, tune.learning_rate, cosine_steps(params, tune.epochs, len(train[0]), hp.batch_size))
+        compile_model(model, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches))
         histories.append(fit_phase(model, images, val_data, run, "fine_tune", tune.epochs, hp.epochs))
     return pd.concat(histories)
 
@@ -207,9 +208,8 @@ def train_vgg16_on_features(config: Config, run: Run, model: keras.Model, hp: Hy
                             train: tuple, val: tuple) -> pd.DataFrame:
     """The frozen layers run once per image: the head trains on the base's output; the top
     block, when fine-tuned, trains with the head on the output of the layers below it."""
-    params, tune = config.model(run.name), config.model(run.name).fine_tune
-    steps = {phase: cosine_steps(params, epochs, len(train[0]), hp.batch_size)
-             for phase, epochs in (("head", hp.epochs), ("fine_tune", tune.epochs if tune else 0))}
+    params = config.model(run.name)
+    tune, batches = params.fine_tune, math.ceil(len(train[0]) / hp.batch_size)
     # When the top block is fine-tuned next on unchanging input, stop below it and reuse that
     # for phase 2; the head's input is then that output run once through the top block.
     last = model.get_layer("vgg16").layers[-1].name
@@ -220,13 +220,13 @@ def train_vgg16_on_features(config: Config, run: Run, model: keras.Model, hp: Hy
         top = vgg16.submodel(model, tune.unfreeze_from, last)
         features = tuple(top.predict(part, batch_size=32, verbose=0) for part in lower)
     head = model.get_layer("head")
-    compile_model(head, 2, hp.learning_rate, steps["head"])
+    compile_model(head, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches))
     histories = [fit_phase(head, (features[0], train[1]), (features[1], val[1]), run, "head",
                            hp.epochs, 0, hp.batch_size)]
     if tune is not None:
         vgg16.unfreeze_top(model, tune.unfreeze_from)
         upper = vgg16.submodel(model, tune.unfreeze_from)
-        compile_model(upper, 2, tune.learning_rate, steps["fine_tune"])
+        compile_model(upper, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches))
         histories.append(fit_phase(upper, (lower[0], train[1]), (lower[1], val[1]), run, "fine_tune",
                                    tune.epochs, hp.epochs, hp.batch_size))
     return pd.concat(histories)
@@ -238,8 +238,8 @@ def train_from_scratch(config: Config, run: Run, model: keras.Model, hp: Hyperpa
         raise ConfigError(f"train.{run.name}.fine_tune: only the VGG16 models have a base to fine-tune")
     train_data = loaders.make_dataset(config, spec.task, "train", params.image_size, hp.batch_size, shuffle=True)
     val_data = loaders.make_dataset(config, spec.task, "val", params.image_size, hp.batch_size)
-    decay_steps = hp.epochs * int(train_data.cardinality()) if params.lr_schedule == "cosine" else None
-    compile_model(model, spec.n_classes, hp.learning_rate, decay_steps)
+    steps = cosine_steps(params, hp.epochs, int(train_data.cardinality()))
+    compile_model(model, spec.n_classes, hp.learning_rate, steps)
     return fit_phase(model, train_data, val_data, run, "train", hp.epochs, 0)
 
 
