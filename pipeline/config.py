@@ -99,6 +99,7 @@ class Model(Section):
     image_size: int = Field(gt=0)
     dropout: float = Field(default=0.5, ge=0, lt=1)
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over the epochs
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     augment: Augment | None = None
     fine_tune: FineTune | None = None
 

@@ -1,4 +1,9 @@
-"""Stage evaluate@<model>: held-out test metrics, logged into the model's training run."""
+"""Stage evaluate@<model>: held-out test metrics, logged into the model's training run.
+
+metrics/<model>.json holds what `dvc metrics show` compares across models and runs: the saved
+model's val and test accuracy and loss (both measured here, on the weights that were saved)
+and the training's wall time. The rest (per-class scores, ROC-AUC) goes to reports/test/.
+"""
 from __future__ import annotations
 
 import json
@@ -38,15 +43,22 @@ def class_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return outputs
 
 
+def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    eps = 1e-7
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1.0))))
+
+
+def accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
 def test_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
     predicted = probabilities.argmax(axis=1)
-    eps = 1e-7
-    loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1.0))))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=range(len(classes)), zero_division=0)
     metrics = {
-        "test_loss": loss,
-        "test_accuracy": float(np.mean(predicted == labels)),
+        "test_loss": cross_entropy(labels, probabilities),
+        "test_accuracy": accuracy(labels, probabilities),
         "test_size": int(len(labels)),
         "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for name, p, r, f, s in zip(classes, precision, recall, f1, support)},
@@ -75,6 +87,23 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     plt.close(figure)
 
 
+def val_metrics(config: Config, name: str, model: keras.Model) -> dict:
+    """The saved model on the validation split: the weights scored are the weights kept."""
+    images, labels = loaders.load_arrays(config, REGISTRY[name].task, "val", config.model(name).image_size)
+    probabilities = class_probabilities(model, images)
+    return {"val_accuracy": accuracy(labels, probabilities), "val_loss": cross_entropy(labels, probabilities)}
+
+
+def compared_metrics(val: dict, test: dict, name: str) -> dict:
+    """The few numbers `dvc metrics show` lists per model, rounded as they are compared."""
+    summary = json.loads(layout.train_summary(name).read_text()) if layout.train_summary(name).exists() else {}
+    numbers = {**val, "test_accuracy": test["test_accuracy"], "test_loss": test["test_loss"]}
+    metrics = {key: round(value, 4) for key, value in numbers.items()}
+    if "wall_time_s" in summary:
+        metrics["train_wall_time_s"] = summary["wall_time_s"]
+    return metrics
+
+
 def run(config: Config, name: str) -> None:
     spec = REGISTRY[name]
     model = load_trained_model(name)
@@ -83,8 +112,10 @@ def run(config: Config, name: str) -> None:
     probabilities = class_probabilities(model, images)
     metrics = test_metrics(labels, probabilities, classes)
     predicted = probabilities.argmax(axis=1)
+    compared = compared_metrics(val_metrics(config, name, model), metrics, name)
 
-    write_text_atomically(layout.eval_metrics(name), json.dumps(metrics, indent=2) + "\n")
+    write_text_atomically(layout.eval_metrics(name), json.dumps(compared, indent=2) + "\n")
+    write_text_atomically(layout.test_summary(name), json.dumps(metrics, indent=2) + "\n")
     confusion = layout.confusion_file(name)
     write_text_atomically(confusion, pd.DataFrame({"actual": [classes[i] for i in labels],
                                                    "predicted": [classes[i] for i in predicted]}).to_csv(index=False))
@@ -95,9 +126,11 @@ def run(config: Config, name: str) -> None:
     with tracking.model_run(name, spec.task, "evaluate") as run:
         tracking.log_splits(layout.split_dir(config, spec.task), spec.task, ["test"], split_checksum(spec.task))
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+        mlflow.log_metrics({f"saved_model_{key}": compared[key] for key in ("val_accuracy", "val_loss")})
         for cls, values in metrics["per_class"].items():
             mlflow.log_metrics({f"test_{key}_{cls}": float(v) for key, v in values.items() if key != "support"})
         mlflow.log_artifact(str(matrix_png), "figures")
         mlflow.log_artifact(str(layout.eval_metrics(name)), "metrics")
+        mlflow.log_artifact(str(layout.test_summary(name)), "metrics")
         tracking.record_test_accuracy(name, run.info.run_id, metrics["test_accuracy"])
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")

@@ -22,8 +22,9 @@ def split_dir(config: Config, task: str) -> Path:
     return config.data.root / "split" / task
 
 
-def split_metrics(task: str) -> Path:
-    return METRICS_DIR / f"split_{task}.json"
+def split_summary(task: str) -> Path:
+    """Counts per class and part, the files left out and the split's sha256 (not a DVC metric)."""
+    return REPORTS_DIR / "splits" / f"{task}.json"
 
 
 def model_file(model: str) -> Path:
@@ -38,12 +39,19 @@ def history_file(model: str) -> Path:
     return REPORTS_DIR / "history" / f"{model}.csv"
 
 
-def train_metrics(model: str) -> Path:
-    return METRICS_DIR / f"train_{model}.json"
+def train_summary(model: str) -> Path:
+    """What training did: hyperparameters, best and final epochs, wall time, machine (not a DVC metric)."""
+    return REPORTS_DIR / "training" / f"{model}.json"
 
 
 def eval_metrics(model: str) -> Path:
+    """The numbers `dvc metrics show` compares: the saved model's val and test accuracy and loss, wall time."""
     return METRICS_DIR / f"{model}.json"
+
+
+def test_summary(model: str) -> Path:
+    """Per-class precision, recall and F1, ROC-AUC and the test size (not a DVC metric)."""
+    return REPORTS_DIR / "test" / f"{model}.json"
 
 
 def confusion_file(model: str) -> Path:

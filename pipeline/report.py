@@ -24,6 +24,18 @@ REPORTED = {
     "cifar10_residual": None,  # trained in the report, but no result given
 }
 TASK_TITLES = {"cats_dogs": "Binary: cats vs dogs", "cifar10": "Multi-class: CIFAR-10"}
+# What a verified checksum says about the data behind a result.
+KNOWN_DATA = {
+    "sha256:b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9":
+        "Microsoft's kagglecatsanddogs_5340.zip (12,500 photos per class)",
+    "sha256:5b997ebc3fd27237b413f30d1a7439c077bc0a217b6b5c2981fb796915b7d784":
+        "the 4000-image mirror of Kaggle's first 2000 cats and 2000 dogs (its SHA256SUMS list); "
+        "Microsoft's zip gives another seeded sample",
+    "md5:c58f30108f718f92721af3b95e74349a": "the upstream CIFAR-10 archive",
+    "sha256:badcc23cde684a88fde3ff3d591e9bafef7c1afdc57f11ff32a65942de174760":
+        "CIFAR-10 rebuilt from its JPEG copies (`build_python_archive.py`): the pixels differ slightly "
+        "from the upstream archive's",
+}
 
 
 def read_json(path: Path) -> dict | None:
@@ -36,24 +48,25 @@ def figures_link(name: str) -> str:
 
 
 def result_row(name: str) -> str:
-    trained, tested = read_json(layout.train_metrics(name)), read_json(layout.eval_metrics(name))
+    trained, tested = read_json(layout.train_summary(name)), read_json(layout.eval_metrics(name))
     reported = REPORTED[name]
-    ours = "– | – | –"
+    ours = "– | – | – | – | – | –"
     if trained and tested:
-        hp = trained["hyperparameters"]
-        ours = (f"{trained['best']['val_loss']:.3f} | **{tested['test_accuracy']:.3f}** | "
-                f"{hp['epochs']} / {hp['learning_rate']:g} / {hp['batch_size']}")
+        hp, best = trained["hyperparameters"], trained["best"]
+        ours = (f"{tested['val_accuracy']:.4f} | {best['val_accuracy']:.4f} ({best['val_accuracy_epoch']}) | "
+                f"**{tested['test_accuracy']:.4f}** | {tested['test_loss']:.3f} | "
+                f"{hp['epochs']} / {hp['learning_rate']:g} / {hp['batch_size']} | {trained['wall_time_s'] / 60:.1f} min")
     theirs = f"{reported[0]:.3f} | {reported[1]:.3f} | {reported[2]} / {reported[3]:g}" if reported else "– | – | –"
     weights = (trained or {}).get("vgg16_weights", "imagenet")
-    label = f"`{name}`" if weights == "imagenet" else f"`{name}` (VGG16 {weights})"
+    label = f"`{name}`" if weights == "imagenet" else f"`{name}` (VGG16 {weights}: no accuracy claimed)"
     return f"| {label} | {ours} | {theirs} | {figures_link(name)} |"
 
 
 def task_section(task: str, names: list[str]) -> list[str]:
     lines = [f"## {TASK_TITLES[task]}", "",
-             "| model | lowest val loss | test accuracy | epochs / lr / batch | report: val loss | report: accuracy "
-             "| report: epochs / lr | |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | val accuracy | best val accuracy (epoch) | test accuracy | test loss | epochs / lr / batch "
+             "| training time | report: val loss | report: accuracy | report: epochs / lr | |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [result_row(name) for name in names]
     comparison = compare_figure(task, names)
     if comparison:
@@ -79,7 +92,7 @@ def cifar10_results(config: Config) -> pd.DataFrame:
     for name, spec in REGISTRY.items():
         if spec.task != "cifar10":
             continue
-        trained, tested = read_json(layout.train_metrics(name)), read_json(layout.eval_metrics(name))
+        trained, tested = read_json(layout.train_summary(name)), read_json(layout.eval_metrics(name))
         reported = REPORTED.get(name)
         rows.append({
             "model": name, "in_study": spec.in_study,
@@ -145,12 +158,40 @@ def accuracy_figure(results: pd.DataFrame) -> Path | None:
     return save_figure(fig, COMPARE_DIR / "cifar10_accuracy.png")
 
 
-def run(config: Config) -> None:
+def data_lines(config: Config) -> list[str]:
+    """Which images each task's numbers were measured on, named by their verified checksum."""
     subset = config.data.subset_per_class
+    lines = [f"Data ({'the full study' if subset is None else f'subset profile, {subset} images per class'}; "
+             f"seed {config.seed}):", ""]
+    for task in TASK_TITLES:
+        split = read_json(layout.split_summary(task))
+        if split is None:
+            continue
+        source = split.get("source") or {}
+        checksum = source.get("checksum") or "unverified"
+        totals = " / ".join(str(split["totals"][part]) for part in ("train", "val", "test"))
+        known = KNOWN_DATA.get(checksum, "a source this report does not know")
+        lines.append(f"- {task}: train / val / test {totals}, from `{source.get('origin')}` "
+                     f"(`{checksum[:23]}…`): {known}.")
+    return lines + [""]
+
+
+def machine_lines(names: list[str]) -> list[str]:
+    """The CPUs the numbers came from: oneDNN's kernels follow the CPU, and so do the last digits."""
+    machines = {json.dumps(summary.get("machine"), sort_keys=True)
+                for summary in map(read_json, map(layout.train_summary, names)) if summary and summary.get("machine")}
+    described = [f"{m['cpu']}, {m['cores']} cores" + (f", {', '.join(m['gpus'])}" if m["gpus"] else "")
+                 + f", TensorFlow {m['tensorflow']}" for m in map(json.loads, sorted(machines))]
+    return [f"Trained on: {'; '.join(described)}. The same params on the same CPU give the same digits.", ""] \
+        if described else []
+
+
+def run(config: Config) -> None:
     lines = ["# Results", "",
-             "Rebuilt by `dvc repro report` from `metrics/` (ours) beside the numbers of the original report.",
-             f"Data: {'the full study' if subset is None else f'subset profile, {subset} images per class'}; "
-             f"seed {config.seed}.", ""]
+             "Rebuilt by `dvc repro report` from `metrics/` and `reports/training/` beside the numbers of the "
+             "original report. The saved model is the last epoch's: val and test accuracy are measured on it "
+             "by `evaluate`; the best val accuracy, and its epoch, are for comparison.", ""]
+    lines += data_lines(config) + machine_lines(list(REGISTRY))
     for task in ("cats_dogs", "cifar10"):
         lines += task_section(task, [name for name, spec in REGISTRY.items() if spec.task == task and spec.in_study])
     lines += beyond_the_study(cifar10_results(config))

@@ -195,11 +195,11 @@ def train_vgg16_on_images(config: Config, run: Run, model: keras.Model, hp: Hype
     tune, batches = params.fine_tune, math.ceil(len(train[0]) / hp.batch_size)
     images = augmented_batches(*train, hp.batch_size, config.seed)
     val_data = tf.data.Dataset.from_tensor_slices(val).batch(hp.batch_size)
-    compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches))
+    compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing)
     histories = [fit_phase(model, images, val_data, run, "head", hp.epochs, 0)]
     if tune is not None:
         vgg16.unfreeze_top(model, tune.unfreeze_from)
-        compile_model(model, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches))
+        compile_model(model, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches), params.label_smoothing)
         histories.append(fit_phase(model, images, val_data, run, "fine_tune", tune.epochs, hp.epochs))
     return pd.concat(histories)
 
@@ -220,13 +220,14 @@ def train_vgg16_on_features(config: Config, run: Run, model: keras.Model, hp: Hy
         top = vgg16.submodel(model, tune.unfreeze_from, last)
         features = tuple(top.predict(part, batch_size=32, verbose=0) for part in lower)
     head = model.get_layer("head")
-    compile_model(head, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches))
+    compile_model(head, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing)
     histories = [fit_phase(head, (features[0], train[1]), (features[1], val[1]), run, "head",
                            hp.epochs, 0, hp.batch_size)]
     if tune is not None:
         vgg16.unfreeze_top(model, tune.unfreeze_from)
         upper = vgg16.submodel(model, tune.unfreeze_from)
-        compile_model(upper, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches))
+        compile_model(upper, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches),
+                      params.label_smoothing)
         histories.append(fit_phase(upper, (lower[0], train[1]), (lower[1], val[1]), run, "fine_tune",
                                    tune.epochs, hp.epochs, hp.batch_size))
     return pd.concat(histories)
@@ -239,7 +240,7 @@ def train_from_scratch(config: Config, run: Run, model: keras.Model, hp: Hyperpa
     train_data = loaders.make_dataset(config, spec.task, "train", params.image_size, hp.batch_size, shuffle=True)
     val_data = loaders.make_dataset(config, spec.task, "val", params.image_size, hp.batch_size)
     steps = cosine_steps(params, hp.epochs, int(train_data.cardinality()))
-    compile_model(model, spec.n_classes, hp.learning_rate, steps)
+    compile_model(model, spec.n_classes, hp.learning_rate, steps, params.label_smoothing)
     return fit_phase(model, train_data, val_data, run, "train", hp.epochs, 0)
 
 
@@ -258,12 +259,14 @@ def fit_model(config: Config, name: str, hp: Hyperparameters, workdir: Path | No
     run = Run(name, workdir or BACKUP_ROOT / name, tuple(callbacks))
     history = trainer(config, run, model, hp).reset_index(drop=True)
     if spec.uses_vgg16:  # its parts were compiled, not the whole: give the saved model its loss
-        compile_model(model, spec.n_classes, hp.learning_rate)
+        compile_model(model, spec.n_classes, hp.learning_rate, label_smoothing=config.model(name).label_smoothing)
     history["epoch"] = np.arange(1, len(history) + 1)
     return model, history[HISTORY_COLUMNS]
 
 
-def summary_metrics(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: float) -> dict:
+def training_summary(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: float) -> dict:
+    """What the run did. The saved model is the last epoch's ("final"); "best" is the epoch
+    with the highest val accuracy, for comparison, not the one saved."""
     best = history.loc[history["val_accuracy"].idxmax()]
     final = history.iloc[-1]
     return {
@@ -273,7 +276,23 @@ def summary_metrics(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: flo
                  "val_loss": float(history["val_loss"].min())},
         "epochs": int(len(history)),
         "wall_time_s": round(wall_time_s, 1),
+        "machine": machine(),
     }
+
+
+def machine() -> dict:
+    """Where the run's numbers came from: oneDNN picks its kernels by CPU, so the digits follow it."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "tensorflow": tf.__version__}
 
 
 def logged_params(config: Config, name: str, hp: Hyperparameters) -> dict:
@@ -286,7 +305,7 @@ def logged_params(config: Config, name: str, hp: Hyperparameters) -> dict:
 
 
 def split_checksum(task: str) -> str:
-    path = layout.split_metrics(task)
+    path = layout.split_summary(task)
     return json.loads(path.read_text()).get("sha256", "unknown") if path.exists() else "unknown"
 
 
@@ -306,9 +325,9 @@ def log_model(model: keras.Model, config: Config, name: str, tags: dict[str, str
     tracking.tag_version(name, info.registered_model_version, tags)
 
 
-def write_outputs(name: str, model: keras.Model, history: pd.DataFrame, metrics: dict) -> None:
+def write_outputs(name: str, model: keras.Model, history: pd.DataFrame, summary: dict) -> None:
     write_text_atomically(layout.history_file(name), history.to_csv(index=False))
-    write_text_atomically(layout.train_metrics(name), json.dumps(metrics, indent=2) + "\n")
+    write_text_atomically(layout.train_summary(name), json.dumps(summary, indent=2) + "\n")
     save_model_atomically(model, layout.model_file(name))
 
 
@@ -354,18 +373,18 @@ def run(config: Config, name: str) -> None:
         tracking.log_splits(layout.split_dir(config, spec.task), spec.task, ["train", "val"], tags["split_sha256"])
         started = time.perf_counter()
         model, history = fit_model(config, name, hp)
-        metrics = summary_metrics(history, hp, time.perf_counter() - started)
+        summary = training_summary(history, hp, time.perf_counter() - started)
         if "vgg16_weights" in tags:  # so the results table can say which weights it measured
-            metrics["vgg16_weights"] = tags["vgg16_weights"]
-        write_outputs(name, model, history, metrics)
-        mlflow.log_metrics({"best_val_accuracy": metrics["best"]["val_accuracy"],
-                            "best_val_loss": metrics["best"]["val_loss"], "wall_time_s": metrics["wall_time_s"]})
+            summary["vgg16_weights"] = tags["vgg16_weights"]
+        write_outputs(name, model, history, summary)
+        mlflow.log_metrics({"best_val_accuracy": summary["best"]["val_accuracy"],
+                            "best_val_loss": summary["best"]["val_loss"], "wall_time_s": summary["wall_time_s"]})
         mlflow.log_artifact(str(layout.history_file(name)), "history")
         log_curves(name)
         log_model(model, config, name, tags)
     shutil.rmtree(BACKUP_ROOT / name, ignore_errors=True)  # finished: a rerun starts afresh
-    print(f"{name}: best val_accuracy {metrics['best']['val_accuracy']:.4f} "
-          f"(epoch {metrics['best']['val_accuracy_epoch']}), {metrics['wall_time_s']} s")
+    print(f"{name}: val_accuracy {summary['final']['val_accuracy']:.4f} (best {summary['best']['val_accuracy']:.4f}, "
+          f"epoch {summary['best']['val_accuracy_epoch']}), {summary['wall_time_s']} s")
 
 
 def log_curves(name: str) -> None:

@@ -16,7 +16,8 @@ MODELS = {
     "cats_dogs_vgg16_frozen": ("cats_dogs", {"image_size": 32, "epochs": 1, "batch_size": 8}),
     "cifar10_naive": ("cifar10", {"epochs": 1, "batch_size": 16}),
 }
-ROW = re.compile(r"^\| `(?P<name>\w+)`(?P<note>[^|]*)\| (?P<val_loss>[0-9.]+) \| \*\*(?P<accuracy>[0-9.]+)\*\* \|")
+ROW = re.compile(r"^\| `(?P<name>\w+)`(?P<note>[^|]*)\| (?P<val_accuracy>[0-9.]+) \| (?P<best>[0-9.]+) \((?P<epoch>\d+)\) "
+                 r"\| \*\*(?P<accuracy>[0-9.]+)\*\* \|")
 
 
 def local_sources(project):
@@ -56,8 +57,8 @@ def test_whole_dag_on_a_tiny_run(project):
         assert json.loads((project / "data" / "raw" / source / "SOURCE.json").read_text())["verified"]
     for task in ("cats_dogs", "cifar10"):
         cli("split", task)
-    assert json.loads(layout.split_metrics("cats_dogs").read_text())["totals"] == {"train": 14, "val": 4, "test": 2}
-    assert json.loads(layout.split_metrics("cifar10").read_text())["totals"] == {"train": 80, "val": 10, "test": 10}
+    assert json.loads(layout.split_summary("cats_dogs").read_text())["totals"] == {"train": 14, "val": 4, "test": 2}
+    assert json.loads(layout.split_summary("cifar10").read_text())["totals"] == {"train": 80, "val": 10, "test": 10}
     for name in MODELS:
         cli("train", name)
         cli("evaluate", name)
@@ -70,9 +71,11 @@ def test_whole_dag_on_a_tiny_run(project):
     assert set(rows) == set(MODELS)
     for name in MODELS:
         tested = json.loads(layout.eval_metrics(name).read_text())
-        trained = json.loads(layout.train_metrics(name).read_text())
-        assert float(rows[name]["accuracy"]) == pytest.approx(tested["test_accuracy"], abs=5e-4)
-        assert float(rows[name]["val_loss"]) == pytest.approx(trained["best"]["val_loss"], abs=5e-4)
+        trained = json.loads(layout.train_summary(name).read_text())
+        assert float(rows[name]["accuracy"]) == pytest.approx(tested["test_accuracy"], abs=5e-5)
+        assert float(rows[name]["val_accuracy"]) == pytest.approx(tested["val_accuracy"], abs=5e-5)
+        assert float(rows[name]["best"]) == pytest.approx(trained["best"]["val_accuracy"], abs=5e-5)
+        assert int(rows[name]["epoch"]) == trained["best"]["val_accuracy_epoch"]
         assert f"[figures](figures/{name}/)" in rows[name].string
         # a VGG16 row measured with the stand-in weights says so
         assert ("STAND-IN" in rows[name]["note"]) == ("vgg16" in name)
@@ -96,12 +99,13 @@ def test_whole_dag_on_a_tiny_run(project):
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
         tested = json.loads(layout.eval_metrics(name).read_text())
-        assert run.data.metrics["test_accuracy"] == pytest.approx(tested["test_accuracy"])
-        assert run.data.metrics["test_loss"] == pytest.approx(tested["test_loss"])
+        summary = json.loads(layout.test_summary(name).read_text())
+        assert run.data.metrics["test_accuracy"] == pytest.approx(tested["test_accuracy"], abs=5e-5)
+        assert run.data.metrics["test_loss"] == pytest.approx(tested["test_loss"], abs=5e-5)
         if task == "cats_dogs":  # its test split holds both classes (one image each), so it has an AUC
-            assert run.data.metrics["test_roc_auc"] == pytest.approx(tested["test_roc_auc"])
+            assert run.data.metrics["test_roc_auc"] == pytest.approx(summary["test_roc_auc"])
         else:
-            assert "test_roc_auc" not in tested
+            assert "test_roc_auc" not in summary
         logged = {artifact.path for artifact in client.list_artifacts(run_id, "figures")}
         assert {f"figures/{png}" for png in pngs} <= logged
         assert f"figures/{name}.png" in logged  # the confusion matrix

@@ -70,7 +70,7 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
     assert not [path for path in stale if path.exists()]
 
     _, labels = loaders.load_arrays(config, task, "test", config.model(name).image_size)
-    metrics = json.loads(layout.eval_metrics(name).read_text())
+    metrics = json.loads(layout.test_summary(name).read_text())
     assert metrics["test_size"] == len(labels)
     assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] >= 0
     assert 0 <= metrics["test_accuracy"] <= 1
@@ -84,6 +84,15 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
         assert 0 <= metrics["test_roc_auc"] <= 1
     else:
         assert "test_roc_auc" not in metrics
+
+    # What `dvc metrics show` lists: a few numbers, measured on the saved (last epoch's) weights.
+    compared = json.loads(layout.eval_metrics(name).read_text())
+    assert set(compared) == {"val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_wall_time_s"}
+    last_epoch = pd.read_csv(layout.history_file(name)).iloc[-1]
+    assert compared["val_accuracy"] == pytest.approx(last_epoch["val_accuracy"], abs=1e-4)
+    assert compared["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=5e-5)
+    summary = json.loads(layout.train_summary(name).read_text())
+    assert compared["train_wall_time_s"] == summary["wall_time_s"]
 
     # One row per test image; the matrix it makes agrees with the metrics.
     confusion = pd.read_csv(layout.confusion_file(name))
@@ -127,7 +136,7 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
     assert "best_val_accuracy" in run.data.metrics  # the training's own metrics are still there
     client = mlflow.MlflowClient()
     assert f"figures/{name}.png" in {a.path for a in client.list_artifacts(run_id, "figures")}
-    assert f"metrics/{name}.json" in {a.path for a in client.list_artifacts(run_id, "metrics")}
+    assert {f"metrics/{name}.json"} <= {a.path for a in client.list_artifacts(run_id, "metrics")}
 
 
 def test_missing_model_is_one_error_line(project, capsys):

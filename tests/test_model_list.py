@@ -74,3 +74,35 @@ def test_ci_trains_the_registry_not_its_own_list():
     script = (ROOT / ".ci" / "pipeline").read_text()
     assert "for model in REGISTRY:" in script
     assert not [name for name in REGISTRY if name != "cats_dogs_naive" and name in script]
+
+
+def test_dvc_metrics_show_lists_only_the_compared_numbers_one_row_per_model(tmp_path):
+    """Split counts, per-class scores and hyperparameters live in reports/, which DVC does not
+    list as metrics: `dvc metrics show` prints one row per model with a few columns."""
+    import json
+    import shutil
+
+    from pipeline import layout
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, project / name)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project, check=True)
+    compared = {"val_accuracy": 0.8, "val_loss": 0.5, "test_accuracy": 0.81, "test_loss": 0.49,
+                "train_wall_time_s": 60.0}
+    others = {"per_class": {"cats": {"recall": 0.8}}, "hyperparameters": {"epochs": 2}, "totals": {"train": 14}}
+    for name in REGISTRY:
+        for path, content in ((layout.eval_metrics(name), compared), (layout.train_summary(name), others),
+                              (layout.test_summary(name), others)):
+            (project / path).parent.mkdir(parents=True, exist_ok=True)
+            (project / path).write_text(json.dumps(content))
+    for task in ("cats_dogs", "cifar10"):
+        (project / layout.split_summary(task)).parent.mkdir(parents=True, exist_ok=True)
+        (project / layout.split_summary(task)).write_text(json.dumps(others))
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=project,
+                           capture_output=True, text=True, check=True)
+    (workspace,) = json.loads(shown.stdout).values()
+    files = workspace["data"]
+    assert set(files) == {layout.eval_metrics(name).as_posix() for name in REGISTRY}
+    assert all(set(entry["data"]) == set(compared) for entry in files.values())

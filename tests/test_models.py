@@ -166,13 +166,41 @@ def test_compile_model_losses_and_accuracy():
     compile_model(cifar, 10, 1e-3)
     targets = np.eye(10, dtype="float32")[[0, 1, 2, 3]]
     assert set(cifar.evaluate(random_images(4, 32), targets, verbose=0, return_dict=True)) == {"loss", "accuracy"}
-    assert cifar.loss == "categorical_crossentropy"
+    assert isinstance(cifar.loss, keras.losses.CategoricalCrossentropy)
 
     cats = build_model("cats_dogs_naive", params(48))
     compile_model(cats, 2, 1e-3)
     targets = np.array([[0], [1], [0], [1]], dtype="float32")
     assert set(cats.evaluate(random_images(4, 48), targets, verbose=0, return_dict=True)) == {"loss", "accuracy"}
-    assert cats.loss == "binary_crossentropy"
+    assert isinstance(cats.loss, keras.losses.BinaryCrossentropy)
+
+
+@pytest.mark.parametrize("name, n_classes, size", [("cifar10_naive", 10, 32), ("cats_dogs_naive", 2, 48)])
+def test_label_smoothing_moves_the_targets_off_zero_and_one(name, n_classes, size):
+    """The loss is the cross-entropy against y(1 - s) + s/K (K = 2 for one sigmoid unit)."""
+    model = build_model(name, params(size))
+    # a confident output (class 0 of ten, or class 1 of two), so that moving the targets changes the loss
+    bias = np.zeros(model.get_layer("predictions").bias.shape, dtype="float32")
+    bias[0] = 6.0
+    model.get_layer("predictions").bias.assign(bias)
+    images = random_images(4, size)
+    if n_classes == 2:  # mostly the confident class: smoothing costs there more than it saves elsewhere
+        targets = np.array([[1], [1], [1], [0]], dtype="float32")
+    else:
+        targets = np.eye(10, dtype="float32")[[0, 0, 0, 1]]
+    p = np.clip(model.predict(images, verbose=0).astype("float64"), 1e-7, 1 - 1e-7)
+
+    def expected(smoothing):
+        y = targets * (1 - smoothing) + smoothing / (2 if n_classes == 2 else n_classes)
+        if n_classes == 2:
+            return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+        return -np.mean(np.sum(y * np.log(p / p.sum(axis=1, keepdims=True)), axis=1))
+
+    assert abs(expected(0.2) - expected(0.0)) > 0.05
+    for smoothing in (0.2, 0.0):
+        compile_model(model, n_classes, 1e-3, label_smoothing=smoothing)
+        loss = model.evaluate(images, targets, verbose=0, return_dict=True)["loss"]
+        assert loss == pytest.approx(expected(smoothing), rel=1e-3)
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero():

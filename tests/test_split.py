@@ -45,7 +45,7 @@ def split_files(config):
 
 
 def read_metrics(task):
-    return json.loads(layout.split_metrics(task).read_text())
+    return json.loads(layout.split_summary(task).read_text())
 
 
 def test_cats_dogs_counts_and_ratios(project):

@@ -13,7 +13,8 @@ import pytest
 
 from pipeline import layout, train
 from pipeline.config import load_config
-from pipeline.models import build_model, vgg16
+from pipeline.data import loaders
+from pipeline.models import REGISTRY, build_model, vgg16
 from pipeline.errors import ConfigError, PipelineError
 from tests.conftest import ROOT
 from tests.fixtures import make_cats_dogs_split, make_cifar10_split, make_vgg16_standin, set_params
@@ -23,8 +24,8 @@ TINY_CIFAR = {"train": 6, "val": 2, "test": 2}
 
 def tiny_cifar_project(project, epochs=2, **extra):
     make_cifar10_split(project / "data" / "split" / "cifar10", TINY_CIFAR)
-    set_params(project / "params.yaml", **{"train.cifar10_naive.epochs": epochs,
-                                           "train.cifar10_naive.batch_size": 16, **extra})
+    set_params(project / "params.yaml", **{"train.cifar10_naive.epochs": epochs, "train.cifar10_naive.batch_size": 16,
+                                           "train.cifar10_naive.learning_rate": 0.001, **extra})
     return load_config(project / "params.yaml")
 
 
@@ -34,7 +35,7 @@ def test_training_writes_outputs_and_mlflow_run(project):
 
     history = pd.read_csv(layout.history_file("cifar10_naive"))
     assert list(history["epoch"]) == [1, 2]
-    metrics = json.loads(layout.train_metrics("cifar10_naive").read_text())
+    metrics = json.loads(layout.train_summary("cifar10_naive").read_text())
     assert metrics["epochs"] == 2 and 0 <= metrics["best"]["val_accuracy"] <= 1
     assert layout.model_file("cifar10_naive").exists()
 
@@ -257,7 +258,7 @@ def test_cached_features_give_the_whole_models_outputs(tiny_vgg_project):
 
 def test_resume_needs_the_same_params_and_split(project):
     name, params = "cifar10_naive", {"learning_rate": 0.001}
-    split_metrics = layout.split_metrics("cifar10")
+    split_metrics = layout.split_summary("cifar10")
     split_metrics.parent.mkdir(parents=True)
     split_metrics.write_text(json.dumps({"sha256": "a" * 64}))
     train.remember_run(name, "run-1", params)
@@ -295,7 +296,7 @@ def test_training_removes_what_a_killed_run_left_beside_its_outputs(project):
     name = "cifar10_naive"
     stale = [layout.model_file(name).with_name(f".partial-99999.{name}.keras"),
              layout.history_file(name).with_name(f".partial-99999.{name}.csv"),
-             layout.train_metrics(name).with_name(f".partial-99999.train_{name}.json")]
+             layout.train_summary(name).with_name(f".partial-99999.{name}.json")]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half-written")
@@ -303,10 +304,30 @@ def test_training_removes_what_a_killed_run_left_beside_its_outputs(project):
     assert not [path for path in stale if path.exists()]
     assert [p.name for p in layout.model_file(name).parent.iterdir() if p.name.startswith(".partial")] == []
     assert len(pd.read_csv(layout.history_file(name))) == 1
-    assert json.loads(layout.train_metrics(name).read_text())["epochs"] == 1
+    assert json.loads(layout.train_summary(name).read_text())["epochs"] == 1
 
 
 def test_fine_tune_on_a_model_without_a_pretrained_base_names_the_key(project):
     config = tiny_cifar_project(project, **{"train.cifar10_naive.fine_tune": {"epochs": 1, "learning_rate": 0.001}})
     with pytest.raises(ConfigError, match="train.cifar10_naive.fine_tune: only the VGG16 models"):
         train.fit_model(config, "cifar10_naive", train.hyperparameters(config, "cifar10_naive"))
+
+
+@pytest.mark.parametrize("name", [name for name, spec in REGISTRY.items() if spec.task == "cifar10" and spec.in_study])
+def test_cifar10_default_recipe_augments_training_images_only(project, monkeypatch, name):
+    """params.yaml's recipe for the study's CIFAR-10 models: during training the same images
+    give different outputs (flips, shifts); at inference twice the same. No dropout here, so
+    only augmentation can make training passes differ."""
+    make_cifar10_split(project / "data" / "split" / "cifar10", TINY_CIFAR)
+    set_params(project / "params.yaml", **{f"train.{name}.epochs": 1, f"train.{name}.batch_size": 16,
+                                           f"train.{name}.dropout": 0.0})
+    config = load_config(project / "params.yaml")
+    assert config.model(name).augment is not None, "the default recipe augments CIFAR-10"
+    seen = spy_on_phases(monkeypatch)
+    train.fit_model(config, name, train.hyperparameters(config, name))
+    assert seen["train"]["training_varies"] and seen["train"]["inference_same"]
+
+    images = loaders.load_arrays(config, "cifar10", "val", 32)[0][:4]
+    model = build_model(name, config.model(name))
+    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
+    assert not np.allclose(model(images, training=True), model(images, training=True))

@@ -10,7 +10,7 @@ cifar10: the 60000 images of the official pickles pooled, N per class sampled an
 class, written as split/{train,val,test}.npz (uint8 HWC RGB images, int64 labels) and
 split/classes.json. The pickles are read by `cifar_pickles`.
 
-Both write metrics/split_<task>.json with a sha256 of the split's content, which training tags
+Both write reports/splits/<task>.json with a sha256 of the split's content, which training tags
 its MLflow runs with. The split is built in a sibling folder and renamed into place at the end,
 so a failure never leaves a half-written split behind.
 """
@@ -41,10 +41,10 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 def run(config: Config, task: str) -> None:
     splitters = {"cats_dogs": split_cats_dogs, "cifar10": split_cifar10}
-    metrics = splitters[task](config)
-    write_json(layout.split_metrics(task), metrics)
-    totals = ", ".join(f"{split} {count}" for split, count in metrics["totals"].items())
-    print(f"split {task}: {totals}; {metrics['left_out']['count']} files left out")
+    summary = splitters[task](config)
+    write_json(layout.split_summary(task), summary)
+    totals = ", ".join(f"{split} {count}" for split, count in summary["totals"].items())
+    print(f"split {task}: {totals}; {summary['left_out']['count']} files left out")
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -89,7 +89,7 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def split_metrics(config: Config, task: str, counts: dict, left_out: dict[str, str], digest: str) -> dict:
+def split_summary(config: Config, task: str, counts: dict, left_out: dict[str, str], digest: str) -> dict:
     return {
         "task": task,
         "seed": config.seed,
@@ -102,7 +102,17 @@ def split_metrics(config: Config, task: str, counts: dict, left_out: dict[str, s
             "files": sorted(left_out),
         },
         "sha256": digest,
+        "source": source_record(config, task),
     }
+
+
+def source_record(config: Config, task: str) -> dict:
+    """Which file or folder the images came from and its verified checksum (download's SOURCE.json),
+    so a result names its data: a mirror's sample or rebuilt archive is not the upstream one."""
+    path = layout.raw_dir(config, task) / "SOURCE.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    origin = record.get("origin")
+    return {"origin": Path(origin).name if origin else None, "checksum": record.get("checksum")}
 
 
 def write_json(path: Path, content: object) -> None:
@@ -132,7 +142,7 @@ def split_cats_dogs(config: Config) -> dict:
                     f"{pet / folder} holds only {copied} readable JPEGs"
                 )
         digest = folder_digest(staging)
-    return split_metrics(config, task, counts, left_out, digest)
+    return split_summary(config, task, counts, left_out, digest)
 
 
 def shuffled(files: list[Path], rng: np.random.Generator) -> list[Path]:
@@ -230,4 +240,4 @@ def split_cifar10(config: Config) -> dict:
         (staging / "classes.json").write_text(json.dumps(classes) + "\n")
         digest = folder_digest(staging)
     counts = {split: {name: sizes[split] for name in classes} for split in SPLITS}
-    return split_metrics(config, task, counts, {}, digest)
+    return split_summary(config, task, counts, {}, digest)

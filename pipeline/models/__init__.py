@@ -62,17 +62,21 @@ def build_model(name: str, params: Model, vgg16_weights: Path | None = None) -> 
     return builder(name, params)
 
 
-def compile_model(model: keras.Model, n_classes: int, learning_rate: float, decay_steps: int | None = None) -> None:
+def compile_model(model: keras.Model, n_classes: int, learning_rate: float, decay_steps: int | None = None,
+                  label_smoothing: float = 0.0) -> None:
     """Adam with the cross-entropy that matches the output; the metric is 'accuracy' either way.
 
     With `decay_steps`, the learning rate follows a cosine from its value down to 0 over that
     many steps: the last epochs take small steps, so the model saved at the end is a settled one.
+    `label_smoothing` trains towards 1 - s/2 rather than 1 (two classes), or spreads s over the classes.
     """
     import keras
 
     if n_classes == 2:
-        loss, accuracy = "binary_crossentropy", keras.metrics.BinaryAccuracy(name="accuracy")
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+        accuracy = keras.metrics.BinaryAccuracy(name="accuracy")
     else:
-        loss, accuracy = "categorical_crossentropy", keras.metrics.CategoricalAccuracy(name="accuracy")
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps) if decay_steps else learning_rate
     model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=[accuracy])
