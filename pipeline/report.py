@@ -55,7 +55,8 @@ def result_row(name: str) -> str:
         hp, best = trained["hyperparameters"], trained["best"]
         ours = (f"{tested['val_accuracy']:.4f} | {best['val_accuracy']:.4f} ({best['val_accuracy_epoch']}) | "
                 f"**{tested['test_accuracy']:.4f}** | {tested['test_loss']:.3f} | "
-                f"{hp['epochs']} / {hp['learning_rate']:g} / {hp['batch_size']} | {trained['wall_time_s'] / 60:.1f} min")
+                f"{hp['epochs']} / {hp['learning_rate']:g} / {hp['batch_size']} | "
+                f"{trained['wall_time_s'] / 60:.1f} min")
     theirs = f"{reported[0]:.3f} | {reported[1]:.3f} | {reported[2]} / {reported[3]:g}" if reported else "– | – | –"
     weights = (trained or {}).get("vgg16_weights", "imagenet")
     label = f"`{name}`" if weights == "imagenet" else f"`{name}` (VGG16 {weights}: no accuracy claimed)"
