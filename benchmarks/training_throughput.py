@@ -38,10 +38,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline import layout, train  # noqa: E402
+from pipeline import paths, train  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.data import loaders  # noqa: E402
-from pipeline.models import REGISTRY, build_model, compile_model, vgg16  # noqa: E402
+from pipeline.models import build_model, compile_model, vgg16  # noqa: E402
+from pipeline.registry import REGISTRY
 from tests.fixtures import make_vgg16_standin, set_params  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # retracing notes: each model here traces its own functions
@@ -65,7 +66,7 @@ def prepare_project(folder: Path, batches: int) -> Config:
         sizes = {"train": per_class, "val": HELD_OUT, "test": HELD_OUT}
         drawn = {name: iter(rng.permutation(sorted(SHARED_DATA.glob(SOURCES[task].format(source)))))
                  for name, source in classes.items()}
-        root = layout.split_dir(config, task)
+        root = paths.split_dir(config, task)
         for split, count in sizes.items():
             files = [(name, next(drawn[name])) for name in classes for _ in range(count)]
             if task == "cats_dogs":  # <split>/<class>/<file>.jpg, as split@cats_dogs copies them
@@ -80,7 +81,7 @@ def prepare_project(folder: Path, batches: int) -> Config:
                 np.savez_compressed(root / f"{split}.npz", images=images[order], labels=labels[order])
         if task == "cifar10":
             (root / "classes.json").write_text(json.dumps(list(classes)))
-    make_vgg16_standin(layout.raw_dir(config, "vgg16") / config.sources.vgg16.filename)
+    make_vgg16_standin(paths.raw_dir(config, "vgg16") / config.sources.vgg16.filename)
     return config
 
 

@@ -9,10 +9,8 @@ from pathlib import Path
 
 from pipeline.config import PARAMS_FILE, load_config
 from pipeline.errors import PipelineError
-from pipeline.models import REGISTRY
+from pipeline.registry import REGISTRY, SOURCES, TASKS
 
-SOURCES = ("cats_dogs", "cifar10", "vgg16")
-TASKS = ("cats_dogs", "cifar10")
 MODELS = tuple(REGISTRY)
 
 # stage name -> (module holding run(config, ...), help, positional argument and its choices)

@@ -1,5 +1,10 @@
 """params.yaml -> one typed, validated config that every stage reads.
 
+A model's settings are its `train.<model>` section over its task's recipe (`recipes.<task>`):
+the recipe is written once, each model overrides what it changes. The merge happens here, in
+Python, not with YAML anchors: `dvc exp run -S` rewrites params.yaml and would not carry a
+change of an anchor to its aliases (treeverse/dvc#10984).
+
 Any problem (unknown key, wrong type, out-of-range value) becomes a ConfigError whose
 one-line message names the dotted key, so the CLI can print it and exit with code 2.
 """
@@ -8,17 +13,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from pipeline.errors import ConfigError
-from pipeline.models import REGISTRY
+from pipeline.registry import REGISTRY, TASKS
 
 PARAMS_FILE = Path("params.yaml")
 MIRROR_ENV = "PIPELINE_DATA_MIRROR"
-TASKS = ("cats_dogs", "cifar10")
 SPLITS = ("train", "val", "test")
 
 
@@ -104,6 +108,16 @@ class Model(Section):
     fine_tune: FineTune | None = None
 
 
+def _optional(field) -> tuple:
+    """A Model field as a recipe holds it: the same type and bounds, but it may be left out."""
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return (Optional[annotation], None)
+
+
+# A recipe: any of a model's keys, checked as the model checks them; what it leaves out, models set.
+Recipe = create_model("Recipe", __base__=Section, **{key: _optional(field) for key, field in Model.model_fields.items()})
+Recipes = create_model("Recipes", __base__=Section, **{task: (Recipe, Recipe()) for task in TASKS})
+
 # One required `Model` section per model of the registry, beside the switch for tuned values.
 Train = create_model(
     "Train", __base__=Section, use_tuned=(bool, False), **{name: (Model, ...) for name in REGISTRY}
@@ -167,9 +181,24 @@ class Config(Section):
     data: Data = Data()
     sources: Sources
     split: Split
+    recipes: Recipes = Recipes()  # type: ignore[valid-type]  # checked before train, so its errors name it
     train: Train  # type: ignore[valid-type]
     tune: Tune
     visualize: Visualize = Visualize()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipes_under_models(cls, raw: object) -> object:
+        """Each model's section over its task's recipe, before either is checked."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("train"), dict):
+            return raw
+        recipes = raw.get("recipes") if isinstance(raw.get("recipes"), dict) else {}
+        train = dict(raw["train"])
+        for name, spec in REGISTRY.items():
+            recipe, own = recipes.get(spec.task), train.get(name)
+            if name in train and isinstance(recipe, dict) and isinstance(own, dict | None):
+                train[name] = merged(recipe, own or {})  # `cifar10_naive:` with nothing under it is {}
+        return {**raw, "train": train}
 
     @model_validator(mode="after")
     def _subset_fits(self) -> Config:
@@ -198,6 +227,16 @@ class Config(Section):
         return per_class if subset is None else min(subset, per_class)
 
 
+def merged(recipe: dict, own: dict) -> dict:
+    """`own` over `recipe`, key by key, nested sections too; `None` in `own` clears a key,
+    `None` in the recipe sets none."""
+    result = {key: value for key, value in recipe.items() if value is not None}
+    for key, value in own.items():
+        both_sections = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = merged(result[key], value) if both_sections else value
+    return result
+
+
 def _is_hex(text: str) -> bool:
     return all(char in "0123456789abcdefABCDEF" for char in text)
 
@@ -211,6 +250,8 @@ def _first_error(error: ValidationError) -> str:
         message = "unknown key"
     elif first["type"] == "missing":
         message = "missing key"
+        if len(first["loc"]) == 3 and first["loc"][0] == "train" and first["loc"][1] in REGISTRY:
+            message += f" (set it there or in recipes.{REGISTRY[first['loc'][1]].task})"
     if not key:  # a whole-config check: its message names the keys itself
         return message
     return f"{key}: {message}"

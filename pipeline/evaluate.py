@@ -19,28 +19,21 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-from pipeline import layout, tracking
+from pipeline import paths, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
+from pipeline.data.split import split_checksum
 from pipeline.errors import PipelineError
-from pipeline.files import replacing_file, write_text_atomically
-from pipeline.models import REGISTRY
-from pipeline.train import split_checksum
+from pipeline.inference import class_probabilities
+from pipeline.atomic import replacing_file, write_text_atomically
+from pipeline.registry import REGISTRY
 
 
 def load_trained_model(name: str) -> keras.Model:
-    path = layout.model_file(name)
+    path = paths.model_file(name)
     if not path.exists():
         raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
     return keras.saving.load_model(path)
-
-
-def class_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """(N, n_classes) probabilities; a sigmoid output becomes [p(class 0), p(class 1)]."""
-    outputs = model.predict(images, batch_size=64, verbose=0)
-    if outputs.shape[1] == 1:
-        return np.hstack([1 - outputs, outputs])
-    return outputs
 
 
 def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -96,7 +89,7 @@ def val_metrics(config: Config, name: str, model: keras.Model) -> dict:
 
 def compared_metrics(val: dict, test: dict, name: str) -> dict:
     """The few numbers `dvc metrics show` lists per model, rounded as they are compared."""
-    summary = json.loads(layout.train_summary(name).read_text()) if layout.train_summary(name).exists() else {}
+    summary = json.loads(paths.train_summary(name).read_text()) if paths.train_summary(name).exists() else {}
     numbers = {**val, "test_accuracy": test["test_accuracy"], "test_loss": test["test_loss"]}
     metrics = {key: round(value, 4) for key, value in numbers.items()}
     if "wall_time_s" in summary:
@@ -114,9 +107,9 @@ def run(config: Config, name: str) -> None:
     predicted = probabilities.argmax(axis=1)
     compared = compared_metrics(val_metrics(config, name, model), metrics, name)
 
-    write_text_atomically(layout.eval_metrics(name), json.dumps(compared, indent=2) + "\n")
-    write_text_atomically(layout.test_summary(name), json.dumps(metrics, indent=2) + "\n")
-    confusion = layout.confusion_file(name)
+    write_text_atomically(paths.eval_metrics(name), json.dumps(compared, indent=2) + "\n")
+    write_text_atomically(paths.test_summary(name), json.dumps(metrics, indent=2) + "\n")
+    confusion = paths.confusion_file(name)
     write_text_atomically(confusion, pd.DataFrame({"actual": [classes[i] for i in labels],
                                                    "predicted": [classes[i] for i in predicted]}).to_csv(index=False))
     matrix_png = confusion.with_suffix(".png")
@@ -124,13 +117,13 @@ def run(config: Config, name: str) -> None:
     plot_confusion(matrix, classes, f"{name}: test accuracy {metrics['test_accuracy']:.3f}", matrix_png)
 
     with tracking.model_run(name, spec.task, "evaluate") as run:
-        tracking.log_splits(layout.split_dir(config, spec.task), spec.task, ["test"], split_checksum(spec.task))
+        tracking.log_splits(paths.split_dir(config, spec.task), spec.task, ["test"], split_checksum(spec.task))
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
         mlflow.log_metrics({f"saved_model_{key}": compared[key] for key in ("val_accuracy", "val_loss")})
         for cls, values in metrics["per_class"].items():
             mlflow.log_metrics({f"test_{key}_{cls}": float(v) for key, v in values.items() if key != "support"})
         mlflow.log_artifact(str(matrix_png), "figures")
-        mlflow.log_artifact(str(layout.eval_metrics(name)), "metrics")
-        mlflow.log_artifact(str(layout.test_summary(name)), "metrics")
+        mlflow.log_artifact(str(paths.eval_metrics(name)), "metrics")
+        mlflow.log_artifact(str(paths.test_summary(name)), "metrics")
         tracking.record_test_accuracy(name, run.info.run_id, metrics["test_accuracy"])
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")

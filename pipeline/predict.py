@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipeline import files, layout, serving, tracking
+from pipeline import atomic, paths, serving, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
-from pipeline.models import REGISTRY
+from pipeline.inference import class_probabilities
+from pipeline.registry import REGISTRY
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 BATCH_SIZE = 32
@@ -32,7 +33,7 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str]]:
     """The network and its class names, from a model name (its trained .keras file) or an MLflow
     model URI: a Keras model (runs:/<id>/model) or a registered photo classifier (models:/name@champion)."""
     if reference in REGISTRY:
-        path = layout.model_file(reference)
+        path = paths.model_file(reference)
         if not path.exists():
             raise PipelineError(f"{path}: not found; run `dvc repro train@{reference}` first")
         network = keras.saving.load_model(path)
@@ -59,13 +60,13 @@ def classes_of(config: Config, model: keras.Model) -> list[str]:
 
 def image_paths(arguments: list[Path]) -> list[Path]:
     """Files as given; folders expanded to the images inside, sorted."""
-    paths = []
+    found = []
     for argument in arguments:
         if argument.is_dir():
-            paths += sorted(p for p in argument.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in argument.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
-            paths.append(argument)
-    return paths
+            found.append(argument)
+    return found
 
 
 def read_image(path: Path, image_size: int) -> np.ndarray:
@@ -77,19 +78,19 @@ def read_image(path: Path, image_size: int) -> np.ndarray:
         raise PipelineError(f"{path}: not a readable image") from None
 
 
-def classify(network: keras.Model, classes: list[str], paths: list[Path]) -> pd.DataFrame:
+def classify(network: keras.Model, classes: list[str], files: list[Path]) -> pd.DataFrame:
     """One row per file, in order: path, label, its probability, each class's probability, or the error."""
     size = network.input_shape[1]
     rows = []
-    for start in range(0, len(paths), BATCH_SIZE):
-        batch, images, errors = paths[start:start + BATCH_SIZE], {}, {}
+    for start in range(0, len(files), BATCH_SIZE):
+        batch, images, errors = files[start:start + BATCH_SIZE], {}, {}
         for index, path in enumerate(batch):
             try:
                 images[index] = read_image(path, size)
             except PipelineError as error:
                 print(f"error: {error}", file=sys.stderr)
                 errors[index] = str(error)
-        probabilities = serving.class_probabilities(network, np.stack(list(images.values()))) if images else []
+        probabilities = class_probabilities(network, np.stack(list(images.values()))) if images else []
         by_index = dict(zip(images, probabilities))
         for index, path in enumerate(batch):
             if index in errors:
@@ -113,12 +114,12 @@ def summary(results: pd.DataFrame, classes: list[str]) -> str:
 
 def run(config: Config, reference: str, arguments: list[Path], output: Path | None = None) -> int:
     network, classes = load_model(config, reference)
-    paths = image_paths(arguments)
-    if not paths:
+    files = image_paths(arguments)
+    if not files:
         raise PipelineError(f"no images in {', '.join(map(str, arguments))}")
-    results = classify(network, classes, paths)
+    results = classify(network, classes, files)
     if output is not None:
-        with files.replacing_file(output) as partial:
+        with atomic.replacing_file(output) as partial:
             results.to_csv(partial, index=False)
     print(summary(results, classes), file=sys.stderr)
     return 1 if results["error"].notna().any() else 0

@@ -1,18 +1,25 @@
-"""Stage report: the study's results table, rebuilt from the metrics files beside the report's own numbers."""
+"""Stage report: the study's results table, rebuilt from the metrics files beside the report's own numbers.
+
+Its first table (the summary, which README.md shows between its `results` markers) gives one
+number per model: the test accuracy of a record made with today's code and params. A model
+whose record `dvc status` finds out of date (its train@ or evaluate@ stage ran with other
+code or params) shows as such, never with its old number.
+"""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.config import Config
-from pipeline.files import write_text_atomically
-from pipeline.models import REGISTRY
+from pipeline.atomic import write_text_atomically
+from pipeline.registry import REGISTRY
 
-RESULTS = layout.REPORTS_DIR / "results.md"
-COMPARE_DIR = layout.REPORTS_DIR / "compare"
+RESULTS = paths.REPORTS_DIR / "results.md"
+COMPARE_DIR = paths.REPORTS_DIR / "compare"
 # The report's own results (lowest validation loss, best test accuracy, epochs, learning rate).
 REPORTED = {
     "cats_dogs_naive": (0.694, 0.503, 10, 0.00085),
@@ -38,20 +45,97 @@ KNOWN_DATA = {
 }
 
 
+SUMMARY_TITLE = "## Summary"
+CURRENT, STALE, NOT_RUN = "current", "stale", "not run"
+
+
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def record_states(names: list[str]) -> dict[str, str]:
+    """Per model: CURRENT if dvc.lock holds its train@ and evaluate@ stages as run with today's
+    code, params and inputs, STALE if either changed since, NOT_RUN if either never ran.
+
+    Inputs that are missing here (data, models: a fresh clone has only what git holds) cannot
+    be compared and do not count. Outside a DVC project, every model with metrics counts as current.
+    """
+    lock = read_json_or_yaml(Path("dvc.lock"))
+    if lock is None or not Path(".dvc").is_dir():
+        return {name: CURRENT if paths.eval_metrics(name).exists() else NOT_RUN for name in names}
+    from dvc.repo import Repo
+    from dvc.stage.exceptions import StageNotFound
+
+    repo, ran = Repo("."), lock.get("stages", {})
+    states = {}
+    for name in names:
+        stages = [f"train@{name}", f"evaluate@{name}"]
+        if not all(stage in ran for stage in stages) or not paths.eval_metrics(name).exists():
+            states[name] = NOT_RUN
+            continue
+        try:
+            status = repo.status(targets=stages)
+        except StageNotFound:  # in dvc.lock, but no longer in dvc.yaml
+            states[name] = NOT_RUN
+            continue
+        changes = [change for stage_changes in status.values() for change in stage_changes]
+        states[name] = STALE if any(map(is_a_real_change, changes)) else CURRENT
+    return states
+
+
+def read_json_or_yaml(path: Path) -> dict | None:
+    import yaml
+
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def is_a_real_change(change: str | dict) -> bool:
+    """A changed command, param, or input file; not an input that is merely absent here."""
+    if not isinstance(change, dict):
+        return True  # 'changed command', 'always changed'
+    deps = change.get("changed deps", {})
+    return any(isinstance(state, dict) or state != "deleted" for state in deps.values())
+
+
+def summary_row(name: str, state: str) -> str:
+    spec, reported = REGISTRY[name], REPORTED.get(name)
+    trained, tested = read_json(paths.train_summary(name)), read_json(paths.eval_metrics(name))
+    weights = (trained or {}).get("vgg16_weights", "imagenet")
+    if state == NOT_RUN:
+        ours = "not recorded" + (" (needs the ImageNet weights)" if spec.uses_vgg16 else "")
+    elif state == STALE:
+        ours = f"not recorded with the current code and params (`dvc repro evaluate@{name}`)"
+    elif weights != "imagenet":
+        ours = f"VGG16 {weights}: no accuracy claimed"
+    else:
+        ours = f"**{tested['test_accuracy']:.4f}**"
+    theirs = f"{reported[1]:.3f}" if reported else "–"
+    where = TASK_TITLES[spec.task].split(": ", 1)[1] + ("" if spec.in_study else ", beyond the study")
+    return f"| `{name}` | {where} | {ours} | {theirs} |"
+
+
+def summary_section(states: dict[str, str]) -> list[str]:
+    """One line per model: our test accuracy beside the report's. README.md shows this table."""
+    return [SUMMARY_TITLE, "", "| model | task | test accuracy | report: accuracy |", "|---|---|---|---|",
+            *(summary_row(name, state) for name, state in states.items()), ""]
+
+
+def summary_table(results_text: str) -> str:
+    """The summary table of a results.md, as README.md must show it."""
+    part = results_text.split(SUMMARY_TITLE + "\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(line for line in part.strip().splitlines() if line.startswith("|"))
+
+
 def figures_link(name: str) -> str:
-    figures = layout.figures_dir(name)
-    return f"[figures]({figures.relative_to(layout.REPORTS_DIR).as_posix()}/)" if figures.exists() else ""
+    figures = paths.figures_dir(name)
+    return f"[figures]({figures.relative_to(paths.REPORTS_DIR).as_posix()}/)" if figures.exists() else ""
 
 
-def result_row(name: str) -> str:
-    trained, tested = read_json(layout.train_summary(name)), read_json(layout.eval_metrics(name))
+def result_row(name: str, state: str) -> str:
+    trained, tested = read_json(paths.train_summary(name)), read_json(paths.eval_metrics(name))
     reported = REPORTED[name]
     ours = "– | – | – | – | – | –"
-    if trained and tested:
+    if state == CURRENT and trained and tested:
         hp, best = trained["hyperparameters"], trained["best"]
         ours = (f"{tested['val_accuracy']:.4f} | {best['val_accuracy']:.4f} ({best['val_accuracy_epoch']}) | "
                 f"**{tested['test_accuracy']:.4f}** | {tested['test_loss']:.3f} | "
@@ -63,29 +147,29 @@ def result_row(name: str) -> str:
     return f"| {label} | {ours} | {theirs} | {figures_link(name)} |"
 
 
-def task_section(task: str, names: list[str]) -> list[str]:
+def task_section(task: str, names: list[str], states: dict[str, str]) -> list[str]:
     lines = [f"## {TASK_TITLES[task]}", "",
              "| model | val accuracy | best val accuracy (epoch) | test accuracy | test loss | epochs / lr / batch "
              "| training time | report: val loss | report: accuracy | report: epochs / lr | |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [result_row(name) for name in names]
-    comparison = compare_figure(task, names)
+    lines += [result_row(name, states[name]) for name in names]
+    comparison = compare_figure(task, [name for name in names if states[name] == CURRENT])
     if comparison:
-        lines += ["", f"![{task} validation curves]({comparison.relative_to(layout.REPORTS_DIR).as_posix()})"]
+        lines += ["", f"![{task} validation curves]({comparison.relative_to(paths.REPORTS_DIR).as_posix()})"]
     return lines + [""]
 
 
 def compare_figure(task: str, names: list[str]) -> Path | None:
     from pipeline.visualize.curves import compare_models
 
-    histories = {name: pd.read_csv(layout.history_file(name)) for name in names
-                 if layout.history_file(name).exists()}
+    histories = {name: pd.read_csv(paths.history_file(name)) for name in names
+                 if paths.history_file(name).exists()}
     if not histories:
         return None
     return compare_models(histories, COMPARE_DIR / f"{task}_curves.png")
 
 
-def cifar10_results(config: Config) -> pd.DataFrame:
+def cifar10_results(config: Config, states: dict[str, str]) -> pd.DataFrame:
     """One row per CIFAR-10 model: its size, whether the study had it, and what it measured."""
     from pipeline.models import build_model
 
@@ -93,7 +177,9 @@ def cifar10_results(config: Config) -> pd.DataFrame:
     for name, spec in REGISTRY.items():
         if spec.task != "cifar10":
             continue
-        trained, tested = read_json(layout.train_summary(name)), read_json(layout.eval_metrics(name))
+        trained, tested = read_json(paths.train_summary(name)), read_json(paths.eval_metrics(name))
+        if states[name] != CURRENT:
+            trained = tested = None
         reported = REPORTED.get(name)
         rows.append({
             "model": name, "in_study": spec.in_study,
@@ -123,7 +209,7 @@ def beyond_the_study(results: pd.DataFrame) -> list[str]:
     figure = accuracy_figure(results)
     if figure:
         lines += ["", f"![CIFAR-10: test accuracy against size and training time]"
-                      f"({figure.relative_to(layout.REPORTS_DIR).as_posix()})"]
+                      f"({figure.relative_to(paths.REPORTS_DIR).as_posix()})"]
     return lines + [""]
 
 
@@ -165,7 +251,7 @@ def data_lines(config: Config) -> list[str]:
     lines = [f"Data ({'the full study' if subset is None else f'subset profile, {subset} images per class'}; "
              f"seed {config.seed}):", ""]
     for task in TASK_TITLES:
-        split = read_json(layout.split_summary(task))
+        split = read_json(paths.split_summary(task))
         if split is None:
             continue
         source = split.get("source") or {}
@@ -180,7 +266,7 @@ def data_lines(config: Config) -> list[str]:
 def machine_lines(names: list[str]) -> list[str]:
     """The CPUs the numbers came from: oneDNN's kernels follow the CPU, and so do the last digits."""
     machines = {json.dumps(summary.get("machine"), sort_keys=True)
-                for summary in map(read_json, map(layout.train_summary, names)) if summary and summary.get("machine")}
+                for summary in map(read_json, map(paths.train_summary, names)) if summary and summary.get("machine")}
     described = [f"{m['cpu']}, {m['cores']} cores" + (f", {', '.join(m['gpus'])}" if m["gpus"] else "")
                  + f", TensorFlow {m['tensorflow']}" for m in map(json.loads, sorted(machines))]
     return [f"Trained on: {'; '.join(described)}. The same params on the same CPU give the same digits.", ""] \
@@ -188,13 +274,17 @@ def machine_lines(names: list[str]) -> list[str]:
 
 
 def run(config: Config) -> None:
+    shutil.rmtree(COMPARE_DIR, ignore_errors=True)  # figures of records no longer current go too
     lines = ["# Results", "",
              "Rebuilt by `dvc repro report` from `metrics/` and `reports/training/` beside the numbers of the "
              "original report. The saved model is the last epoch's: val and test accuracy are measured on it "
              "by `evaluate`; the best val accuracy, and its epoch, are for comparison.", ""]
-    lines += data_lines(config) + machine_lines(list(REGISTRY))
+    states = record_states(list(REGISTRY))
+    current = [name for name, state in states.items() if state == CURRENT]
+    lines += data_lines(config) + machine_lines(current) + summary_section(states)
     for task in ("cats_dogs", "cifar10"):
-        lines += task_section(task, [name for name, spec in REGISTRY.items() if spec.task == task and spec.in_study])
-    lines += beyond_the_study(cifar10_results(config))
+        names = [name for name, spec in REGISTRY.items() if spec.task == task and spec.in_study]
+        lines += task_section(task, names, states)
+    lines += beyond_the_study(cifar10_results(config, states))
     write_text_atomically(RESULTS, "\n".join(lines))
     print(f"wrote {RESULTS}")

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
+from pipeline.inference import class_probabilities
+
 IMAGE_COLUMN = "image"
 LOGGED_NAME = "classifier"  # beside the Keras flavour's "model" in the training run
 NETWORK_ARTIFACT = "network"
@@ -54,12 +56,6 @@ def decode(raw: bytes, image_size: int, row: int) -> np.ndarray:
         raise mlflow.exceptions.MlflowException.invalid_parameter_value(
             f"row {row} of column {IMAGE_COLUMN!r} is not a readable JPEG, PNG, BMP or GIF image "
             f"({len(raw)} bytes)") from None
-
-
-def class_probabilities(network, images: np.ndarray) -> np.ndarray:
-    from pipeline.evaluate import class_probabilities as probabilities
-
-    return probabilities(network, images)
 
 
 def labelled(probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import mlflow
 import mlflow.keras.save
 import numpy as np
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.errors import PipelineError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -84,7 +84,7 @@ def training_run(model: str, task: str, tags: dict[str, str], resume_run_id: str
     # System metrics (CPU, memory, disk, network; GPU where nvidia-ml-py finds one) are sampled every 10 s.
     with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else model, tags=run_tags,
                           log_system_metrics=True) as run:
-        run_id_path = layout.run_id_file(model)
+        run_id_path = paths.run_id_file(model)
         run_id_path.parent.mkdir(parents=True, exist_ok=True)
         run_id_path.write_text(run.info.run_id + "\n")
         yield run
@@ -93,7 +93,7 @@ def training_run(model: str, task: str, tags: dict[str, str], resume_run_id: str
 @contextlib.contextmanager
 def model_run(model: str, task: str, stage: str):
     """Reopen the training run of `model` so a later stage logs beside the training."""
-    run_id_path = layout.run_id_file(model)
+    run_id_path = paths.run_id_file(model)
     if not run_id_path.exists():
         raise PipelineError(f"{run_id_path}: no training run recorded; run `dvc repro train@{model}` first")
     use_experiment(task)

@@ -22,15 +22,18 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from pipeline import layout, serving, tracking
+from pipeline import paths, serving, tracking
+from pipeline.hardware import machine
 from pipeline.config import Config
 from pipeline.data import loaders
+from pipeline.data.split import split_checksum
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.files import replacing_file, write_text_atomically
-from pipeline.models import REGISTRY, build_model, compile_model, vgg16
+from pipeline.atomic import replacing_file, write_text_atomically
+from pipeline.models import build_model, compile_model, vgg16
+from pipeline.registry import REGISTRY
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
-BACKUP_ROOT = layout.MODELS_DIR / ".backup"
+BACKUP_ROOT = paths.MODELS_DIR / ".backup"
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def make_deterministic(seed: int) -> None:
 def hyperparameters(config: Config, name: str) -> Hyperparameters:
     """tuned/<name>.json, what tune@<name> chose (searched, or params.yaml's values when
     train.use_tuned is false); without it, params.yaml's values unless tuned ones were asked for."""
-    tuned = layout.tuned_file(name)
+    tuned = paths.tuned_file(name)
     if tuned.exists():
         chosen = json.loads(tuned.read_text())
     elif config.train.use_tuned:
@@ -146,7 +149,7 @@ def fit_phase(model, train_data, val_data, run: Run, phase: str, epochs: int, fi
 
 
 def vgg16_weights(config: Config) -> Path:
-    path = layout.raw_dir(config, "vgg16") / config.sources.vgg16.filename
+    path = paths.raw_dir(config, "vgg16") / config.sources.vgg16.filename
     if not path.exists():
         raise PipelineError(f"{path}: not found; run `dvc repro download@vgg16` first")
     return path
@@ -280,21 +283,6 @@ def training_summary(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: fl
     }
 
 
-def machine() -> dict:
-    """Where the run's numbers came from: oneDNN picks its kernels by CPU, so the digits follow it."""
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "tensorflow": tf.__version__}
-
-
 def logged_params(config: Config, name: str, hp: Hyperparameters) -> dict:
     params = config.model(name).model_dump()
     flat = {**{f"model.{k}": v for k, v in params.items() if not isinstance(v, dict)},
@@ -302,11 +290,6 @@ def logged_params(config: Config, name: str, hp: Hyperparameters) -> dict:
     return {**flat, "epochs": hp.epochs, "learning_rate": hp.learning_rate, "batch_size": hp.batch_size,
             "use_tuned": config.train.use_tuned, "seed": config.seed,
             "subset_per_class": config.data.subset_per_class, "per_class": config.per_class(REGISTRY[name].task)}
-
-
-def split_checksum(task: str) -> str:
-    path = layout.split_summary(task)
-    return json.loads(path.read_text()).get("sha256", "unknown") if path.exists() else "unknown"
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> None:
@@ -321,14 +304,14 @@ def log_model(model: keras.Model, config: Config, name: str, tags: dict[str, str
     example = np.full((1, size, size, 3), 127.0, dtype=np.float32)
     tracking.log_keras_model(model, example)
     classes = loaders.class_names(config, REGISTRY[name].task)
-    info = serving.log_classifier(model, layout.model_file(name), classes, name)
+    info = serving.log_classifier(model, paths.model_file(name), classes, name)
     tracking.tag_version(name, info.registered_model_version, tags)
 
 
 def write_outputs(name: str, model: keras.Model, history: pd.DataFrame, summary: dict) -> None:
-    write_text_atomically(layout.history_file(name), history.to_csv(index=False))
-    write_text_atomically(layout.train_summary(name), json.dumps(summary, indent=2) + "\n")
-    save_model_atomically(model, layout.model_file(name))
+    write_text_atomically(paths.history_file(name), history.to_csv(index=False))
+    write_text_atomically(paths.train_summary(name), json.dumps(summary, indent=2) + "\n")
+    save_model_atomically(model, paths.model_file(name))
 
 
 def resumable_run_id(name: str, params: dict) -> str | None:
@@ -370,7 +353,7 @@ def run(config: Config, name: str) -> None:
     with tracking.training_run(name, spec.task, tags, resume_run_id=resumable_run_id(name, params)) as active:
         remember_run(name, active.info.run_id, params)
         mlflow.log_params(params)
-        tracking.log_splits(layout.split_dir(config, spec.task), spec.task, ["train", "val"], tags["split_sha256"])
+        tracking.log_splits(paths.split_dir(config, spec.task), spec.task, ["train", "val"], tags["split_sha256"])
         started = time.perf_counter()
         model, history = fit_model(config, name, hp)
         summary = training_summary(history, hp, time.perf_counter() - started)
@@ -379,7 +362,7 @@ def run(config: Config, name: str) -> None:
         write_outputs(name, model, history, summary)
         mlflow.log_metrics({"best_val_accuracy": summary["best"]["val_accuracy"],
                             "best_val_loss": summary["best"]["val_loss"], "wall_time_s": summary["wall_time_s"]})
-        mlflow.log_artifact(str(layout.history_file(name)), "history")
+        mlflow.log_artifact(str(paths.history_file(name)), "history")
         log_curves(name)
         log_model(model, config, name, tags)
     shutil.rmtree(BACKUP_ROOT / name, ignore_errors=True)  # finished: a rerun starts afresh
@@ -392,5 +375,5 @@ def log_curves(name: str) -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         png = Path(scratch) / f"{name}_curves.png"
-        plot_history(layout.history_file(name), png, title=name)
+        plot_history(paths.history_file(name), png, title=name)
         mlflow.log_artifact(str(png), "figures")

@@ -30,11 +30,11 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from pipeline import layout, tracking
+from pipeline import paths, tracking
 from pipeline.config import Config, Range, Tune
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.files import write_text_atomically
-from pipeline.models import get_spec
+from pipeline.atomic import write_text_atomically
+from pipeline.registry import get_spec
 from pipeline.train import Hyperparameters, fit_model, vgg16_weights
 
 STORAGE_ENV = "OPTUNA_STORAGE"  # overrides tune.storage, e.g. a shared PostgreSQL for many workers
@@ -254,7 +254,7 @@ def write_tuned(path: Path, study: optuna.Study) -> dict:
 
 def write_params_values(config: Config, model: str) -> None:
     """No search: params.yaml's values go to the tuned file, so training reads one file either way."""
-    path = layout.tuned_file(model)
+    path = paths.tuned_file(model)
     record = {**params_values(config, model), "source": "params.yaml"}
     write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     print(f"{model}: no search (train.use_tuned is false): params.yaml's epochs {record['epochs']}, "
@@ -328,7 +328,7 @@ def log_summary(study: optuna.Study, record: dict) -> None:
 def check_inputs(config: Config, model: str) -> None:
     """Fail once, before the search, rather than in every trial."""
     spec = get_spec(model)
-    split = layout.split_dir(config, spec.task)
+    split = paths.split_dir(config, spec.task)
     if not split.is_dir():
         raise PipelineError(f"{split}: not found; run `dvc repro split@{spec.task}` first")
     if spec.uses_vgg16:
@@ -362,9 +362,9 @@ def run(config: Config, model: str) -> None:
                            callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)])
         if counts(study)["complete"] == 0:
             raise PipelineError(f"{study.study_name}: no trial completed ({counts(study)}); see its runs in MLflow")
-        record = write_tuned(layout.tuned_file(model), study)
+        record = write_tuned(paths.tuned_file(model), study)
         log_summary(study, record)
     trials = ", ".join(f"{count} {state}" for state, count in counts(study).items())
     print(f"{model}: best {MONITOR} {record['value']:.4f} (trial {record['trial']}: epochs {record['epochs']}, "
           f"learning_rate {record['learning_rate']:.3g}, batch_size {record['batch_size']}); "
-          f"trials: {trials} -> {layout.tuned_file(model)}")
+          f"trials: {trials} -> {paths.tuned_file(model)}")

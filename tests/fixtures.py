@@ -2,7 +2,7 @@
 
 - a PetImages folder (and its zip) as in Microsoft's kagglecatsanddogs_5340.zip, with the
   kinds of broken files the real zip holds;
-- a cifar-10-python.tar.gz with cifar-10-batches-py pickles in the official dict layout.
+- a cifar-10-python.tar.gz with cifar-10-batches-py pickles in the official dict paths.
 """
 from __future__ import annotations
 
@@ -166,3 +166,49 @@ def make_cifar10_split(split_root: Path, per_split: dict[str, int], seed: int = 
         np.savez_compressed(split_root / f"{split}.npz", images=images, labels=labels.astype(np.int64))
     (split_root / "classes.json").write_text(json.dumps(CIFAR_CLASSES))
     return split_root
+
+
+def dvc(project: Path, *args: str) -> str:
+    """Run a dvc command in `project`; its output, or the test fails with what it said."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+HISTORY_STAND_IN = "epoch,phase,loss,accuracy,val_loss,val_accuracy\n1,train,0.7,0.5,0.7,0.5\n"
+
+
+def scratch_dvc_project(root: Path) -> Path:
+    """A git + DVC project with the real dvc.yaml, params.yaml and code, and a stand-in file for
+    every input and output of tune@, train@ and evaluate@, so `dvc commit` can record those
+    stages without running them and `dvc status` then says what a change makes stale."""
+    import json
+    import shutil
+    import subprocess
+
+    repository = Path(__file__).resolve().parent.parent
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(repository / name, root / name)
+    shutil.copytree(repository / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("data/split/cats_dogs", "data/split/cifar10", "data/raw/vgg16"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "content").write_text(folder)
+    from pipeline.registry import REGISTRY
+
+    for name in REGISTRY:
+        summary = {"hyperparameters": {"epochs": 1, "learning_rate": 0.001, "batch_size": 8}, "wall_time_s": 60.0,
+                   "best": {"val_accuracy": 0.5, "val_accuracy_epoch": 1, "val_loss": 0.7}}
+        metrics = {"val_accuracy": 0.5, "val_loss": 0.7, "test_accuracy": 0.625, "test_loss": 0.7}
+        contents = {f"tuned/{name}.json": "{}", f"models/{name}.keras": name, f"models/{name}.run_id": name,
+                    f"reports/training/{name}.json": json.dumps(summary), f"reports/history/{name}.csv": HISTORY_STAND_IN,
+                    f"metrics/{name}.json": json.dumps(metrics), f"reports/test/{name}.json": "{}",
+                    f"reports/confusion/{name}.csv": "actual,predicted\n", f"reports/confusion/{name}.png": name}
+        for output, content in contents.items():
+            (root / output).parent.mkdir(parents=True, exist_ok=True)
+            (root / output).write_text(content)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    return root

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.data import archives, download
@@ -35,17 +35,17 @@ def point_source(project: Path, source: str, url: str, file: Path | None = None,
 
 
 def source_record(source: str) -> dict:
-    return json.loads((layout.raw_dir(load_config(), source) / "SOURCE.json").read_text())
+    return json.loads((paths.raw_dir(load_config(), source) / "SOURCE.json").read_text())
 
 
 def pet_files(source: str = "cats_dogs") -> list[str]:
-    pet = layout.raw_dir(load_config(), source) / "PetImages"
+    pet = paths.raw_dir(load_config(), source) / "PetImages"
     return sorted(path.relative_to(pet).as_posix() for path in pet.rglob("*") if path.is_file())
 
 
 def raw_entries() -> list[Path]:
     """Everything under data/raw: empty after a failure, staging folders included."""
-    raw = layout.raw_dir(load_config(), "cats_dogs").parent
+    raw = paths.raw_dir(load_config(), "cats_dogs").parent
     return list(raw.iterdir()) if raw.exists() else []
 
 
@@ -120,7 +120,7 @@ def test_file_url_cifar_tar(project, inputs):
     archive = make_cifar_tar(inputs / "cifar-10-python.tar.gz")
     point_source(project, "cifar10", archive.as_uri(), archive)
     download.run(load_config(), "cifar10")
-    batches = layout.raw_dir(load_config(), "cifar10") / "cifar-10-batches-py"
+    batches = paths.raw_dir(load_config(), "cifar10") / "cifar-10-batches-py"
     assert sorted(path.name for path in batches.iterdir()) == sorted(download.CIFAR_FILES)
     assert source_record("cifar10")["verified"] is True
 
@@ -130,7 +130,7 @@ def test_vgg16_file_lands_as_is(project, inputs):
     weights.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 10)
     point_source(project, "vgg16", str(weights), weights, checksum=digest(weights, "md5"))
     download.run(load_config(), "vgg16")
-    copied = layout.raw_dir(load_config(), "vgg16") / weights.name
+    copied = paths.raw_dir(load_config(), "vgg16") / weights.name
     assert copied.read_bytes() == weights.read_bytes()
     assert source_record("vgg16")["checksum"] == digest(weights, "md5")
 
@@ -230,7 +230,7 @@ def test_checksum_mismatch_of_a_download_deletes_it(project, inputs, serve):
     point_source(project, "cats_dogs", url, archive, checksum="md5:" + "0" * 32)
     with pytest.raises(PipelineError, match=r"sources\.cats_dogs\.checksum.*deleted"):
         download.run(load_config(), "cats_dogs")
-    assert list(layout.downloads_dir(load_config()).iterdir()) == []
+    assert list(paths.downloads_dir(load_config()).iterdir()) == []
     assert raw_entries() == []
 
 
@@ -261,7 +261,7 @@ def test_interrupted_download_resumes(project, inputs, serve, capsys, honour_ran
     download.run(load_config(), "cats_dogs")
     assert ranges == [None, f"bytes={cut}-"]
     assert "resuming" in capsys.readouterr().err
-    downloaded = layout.downloads_dir(load_config()) / archive.name
+    downloaded = paths.downloads_dir(load_config()) / archive.name
     assert downloaded.read_bytes() == archive.read_bytes()  # appended on 206, restarted on 200
     assert not downloaded.with_name(archive.name + ".part").exists()
     assert source_record("cats_dogs") == {
@@ -283,7 +283,7 @@ def test_partial_left_by_an_earlier_run_resumes(project, inputs, serve):
     body = archive.read_bytes()
     url, ranges = serve(body)
     point_source(project, "cifar10", url, archive)
-    downloads = layout.downloads_dir(load_config())
+    downloads = paths.downloads_dir(load_config())
     downloads.mkdir(parents=True)
     (downloads / f"{archive.name}.part").write_bytes(body[:100])
     download.run(load_config(), "cifar10")

@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import mlflow
+import pytest
 import yaml
 
 from tests.conftest import ROOT
 from tests.test_serving import NAME, tiny_cats_dogs
 
+pytestmark = pytest.mark.slow  # real git and dvc, a training in a temporary copy
 GIT_IDENTITY = {"user.name": "test", "user.email": "test@example.com"}
 
 

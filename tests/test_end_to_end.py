@@ -6,9 +6,11 @@ import re
 import mlflow
 import pytest
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.__main__ import main
 from tests.fixtures import digest, make_cifar_tar, make_pet_zip, make_vgg16_standin, set_params
+
+pytestmark = pytest.mark.slow  # every stage of the DAG
 
 # One model per task, and one VGG16 model (on the stand-in weights), each trained one epoch.
 MODELS = {
@@ -57,8 +59,8 @@ def test_whole_dag_on_a_tiny_run(project):
         assert json.loads((project / "data" / "raw" / source / "SOURCE.json").read_text())["verified"]
     for task in ("cats_dogs", "cifar10"):
         cli("split", task)
-    assert json.loads(layout.split_summary("cats_dogs").read_text())["totals"] == {"train": 14, "val": 4, "test": 2}
-    assert json.loads(layout.split_summary("cifar10").read_text())["totals"] == {"train": 80, "val": 10, "test": 10}
+    assert json.loads(paths.split_summary("cats_dogs").read_text())["totals"] == {"train": 14, "val": 4, "test": 2}
+    assert json.loads(paths.split_summary("cifar10").read_text())["totals"] == {"train": 80, "val": 10, "test": 10}
     for name in MODELS:
         cli("train", name)
         cli("evaluate", name)
@@ -70,8 +72,8 @@ def test_whole_dag_on_a_tiny_run(project):
     rows = {match["name"]: match for match in map(ROW.match, results.splitlines()) if match}
     assert set(rows) == set(MODELS)
     for name in MODELS:
-        tested = json.loads(layout.eval_metrics(name).read_text())
-        trained = json.loads(layout.train_summary(name).read_text())
+        tested = json.loads(paths.eval_metrics(name).read_text())
+        trained = json.loads(paths.train_summary(name).read_text())
         assert float(rows[name]["accuracy"]) == pytest.approx(tested["test_accuracy"], abs=5e-5)
         assert float(rows[name]["val_accuracy"]) == pytest.approx(tested["val_accuracy"], abs=5e-5)
         assert float(rows[name]["best"]) == pytest.approx(trained["best"]["val_accuracy"], abs=5e-5)
@@ -86,20 +88,20 @@ def test_whole_dag_on_a_tiny_run(project):
     client = mlflow.MlflowClient()
     for name, (task, _) in MODELS.items():
         # Figures on disk: curves, activations, filter patterns, Grad-CAM.
-        figures = layout.figures_dir(name)
+        figures = paths.figures_dir(name)
         pngs = {path.name for path in figures.glob("*.png")}
         assert {"curves.png", "activations_00_input.png", "gradcam.png"} <= pngs
         assert any(png.startswith("activations_01_") for png in pngs)
         assert any(png.startswith("filters_") for png in pngs)
 
         # The model's one MLflow run holds its training, its test metrics and its figures.
-        run_id = layout.run_id_file(name).read_text().strip()
+        run_id = paths.run_id_file(name).read_text().strip()
         runs = mlflow.search_runs(experiment_names=[task], filter_string=f"attributes.run_name = '{name}'")
         assert list(runs["run_id"]) == [run_id]
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
-        tested = json.loads(layout.eval_metrics(name).read_text())
-        summary = json.loads(layout.test_summary(name).read_text())
+        tested = json.loads(paths.eval_metrics(name).read_text())
+        summary = json.loads(paths.test_summary(name).read_text())
         assert run.data.metrics["test_accuracy"] == pytest.approx(tested["test_accuracy"], abs=5e-5)
         assert run.data.metrics["test_loss"] == pytest.approx(tested["test_loss"], abs=5e-5)
         if task == "cats_dogs":  # its test split holds both classes (one image each), so it has an AUC
@@ -112,7 +114,7 @@ def test_whole_dag_on_a_tiny_run(project):
         models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
                                              filter_string=f"source_run_id = '{run_id}'")
         assert sorted(model.name for model in models) == ["classifier", "model"]  # Keras, and the photo classifier
-    assert {png.name for png in layout.figures_dir("cats_dogs_vgg16_frozen").glob("filters_*.png")} == \
+    assert {png.name for png in paths.figures_dir("cats_dogs_vgg16_frozen").glob("filters_*.png")} == \
         {"filters_block1_conv1.png", "filters_block5_conv1.png"}
     assert len(mlflow.search_runs(experiment_names=["cats_dogs"])) == 2
     assert len(mlflow.search_runs(experiment_names=["cifar10"])) == 1

@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from pipeline import evaluate, layout, train
+from pipeline import evaluate, paths, train
 from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.data import loaders
@@ -57,11 +57,11 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
     task, classes, _, _ = TINY[name]
     config = tiny_project(project, name)
     train.run(config, name)
-    run_id = layout.run_id_file(name).read_text().strip()
+    run_id = paths.run_id_file(name).read_text().strip()
     assert len(experiment_runs(task)) == 1
     # what a killed evaluation left beside its outputs: the next one removes it
     stale = [path.with_name(f".partial-99999.{path.name}") for path in
-             (layout.eval_metrics(name), layout.confusion_file(name), layout.confusion_file(name).with_suffix(".png"))]
+             (paths.eval_metrics(name), paths.confusion_file(name), paths.confusion_file(name).with_suffix(".png"))]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half-written")
@@ -70,7 +70,7 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
     assert not [path for path in stale if path.exists()]
 
     _, labels = loaders.load_arrays(config, task, "test", config.model(name).image_size)
-    metrics = json.loads(layout.test_summary(name).read_text())
+    metrics = json.loads(paths.test_summary(name).read_text())
     assert metrics["test_size"] == len(labels)
     assert math.isfinite(metrics["test_loss"]) and metrics["test_loss"] >= 0
     assert 0 <= metrics["test_accuracy"] <= 1
@@ -86,16 +86,16 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
         assert "test_roc_auc" not in metrics
 
     # What `dvc metrics show` lists: a few numbers, measured on the saved (last epoch's) weights.
-    compared = json.loads(layout.eval_metrics(name).read_text())
+    compared = json.loads(paths.eval_metrics(name).read_text())
     assert set(compared) == {"val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_wall_time_s"}
-    last_epoch = pd.read_csv(layout.history_file(name)).iloc[-1]
+    last_epoch = pd.read_csv(paths.history_file(name)).iloc[-1]
     assert compared["val_accuracy"] == pytest.approx(last_epoch["val_accuracy"], abs=1e-4)
     assert compared["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=5e-5)
-    summary = json.loads(layout.train_summary(name).read_text())
+    summary = json.loads(paths.train_summary(name).read_text())
     assert compared["train_wall_time_s"] == summary["wall_time_s"]
 
     # One row per test image; the matrix it makes agrees with the metrics.
-    confusion = pd.read_csv(layout.confusion_file(name))
+    confusion = pd.read_csv(paths.confusion_file(name))
     assert list(confusion.columns) == ["actual", "predicted"]
     assert len(confusion) == len(labels)
     assert sorted(confusion["actual"]) == sorted(classes[i] for i in labels)
@@ -107,13 +107,13 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
     for cls in classes:
         actual = confusion["actual"] == cls
         assert metrics["per_class"][cls]["recall"] == pytest.approx((correct & actual).sum() / actual.sum())
-    assert layout.confusion_file(name).with_suffix(".png").stat().st_size > 0
+    assert paths.confusion_file(name).with_suffix(".png").stat().st_size > 0
 
     # DVC reads it as its confusion plot: one datapoint per row, with actual and predicted.
     # (Both models write it through the same code; the two dvc processes are asked once.)
     if name == "cifar10_naive":
-        plot = dvc_confusion_plot(project, layout.confusion_file(name))
-        (entry,) = plot["data"][layout.confusion_file(name).as_posix()]
+        plot = dvc_confusion_plot(project, paths.confusion_file(name))
+        (entry,) = plot["data"][paths.confusion_file(name).as_posix()]
         values = entry["content"]["data"]["values"]
         assert len(values) == len(labels)
         assert sorted((v["actual"], v["predicted"]) for v in values) == \
@@ -122,7 +122,7 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
     # Logged into the training run itself: no new run, same id.
     runs = experiment_runs(task)
     assert list(runs["run_id"]) == [run_id]
-    assert layout.run_id_file(name).read_text().strip() == run_id
+    assert paths.run_id_file(name).read_text().strip() == run_id
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["dvc_stage.evaluate"] == f"evaluate@{name}"
@@ -144,6 +144,6 @@ def test_missing_model_is_one_error_line(project, capsys):
     assert main(["evaluate", "cifar10_naive"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
-    assert str(layout.model_file("cifar10_naive")) in err[0]
-    assert not layout.eval_metrics("cifar10_naive").exists()
-    assert not layout.confusion_file("cifar10_naive").exists()
+    assert str(paths.model_file("cifar10_naive")) in err[0]
+    assert not paths.eval_metrics("cifar10_naive").exists()
+    assert not paths.confusion_file("cifar10_naive").exists()

@@ -8,7 +8,7 @@ import yaml
 from pipeline.__main__ import build_parser
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.models import REGISTRY
+from pipeline.registry import REGISTRY
 from tests.conftest import ROOT
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -63,8 +63,8 @@ def test_params_must_configure_every_model(project):
 
 def test_params_refuse_a_model_the_registry_lacks(project):
     text = (project / "params.yaml").read_text()
-    text = text.replace("  cifar10_naive:\n", "  cifar10_resnet50:\n    epochs: 1\n    learning_rate: 0.1\n"
-                        "    batch_size: 8\n    image_size: 32\n  cifar10_naive:\n")
+    text = text.replace("  cifar10_naive:", "  cifar10_resnet50:\n    epochs: 1\n    learning_rate: 0.1\n"
+                        "    batch_size: 8\n    image_size: 32\n  cifar10_naive:")
     (project / "params.yaml").write_text(text)
     with pytest.raises(ConfigError, match=r"train\.cifar10_resnet50: unknown key"):
         load_config(project / "params.yaml")
@@ -82,7 +82,7 @@ def test_dvc_metrics_show_lists_only_the_compared_numbers_one_row_per_model(tmp_
     import json
     import shutil
 
-    from pipeline import layout
+    from pipeline import paths
 
     project = tmp_path / "project"
     project.mkdir()
@@ -93,16 +93,16 @@ def test_dvc_metrics_show_lists_only_the_compared_numbers_one_row_per_model(tmp_
                 "train_wall_time_s": 60.0}
     others = {"per_class": {"cats": {"recall": 0.8}}, "hyperparameters": {"epochs": 2}, "totals": {"train": 14}}
     for name in REGISTRY:
-        for path, content in ((layout.eval_metrics(name), compared), (layout.train_summary(name), others),
-                              (layout.test_summary(name), others)):
+        for path, content in ((paths.eval_metrics(name), compared), (paths.train_summary(name), others),
+                              (paths.test_summary(name), others)):
             (project / path).parent.mkdir(parents=True, exist_ok=True)
             (project / path).write_text(json.dumps(content))
     for task in ("cats_dogs", "cifar10"):
-        (project / layout.split_summary(task)).parent.mkdir(parents=True, exist_ok=True)
-        (project / layout.split_summary(task)).write_text(json.dumps(others))
+        (project / paths.split_summary(task)).parent.mkdir(parents=True, exist_ok=True)
+        (project / paths.split_summary(task)).write_text(json.dumps(others))
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=project,
                            capture_output=True, text=True, check=True)
     (workspace,) = json.loads(shown.stdout).values()
     files = workspace["data"]
-    assert set(files) == {layout.eval_metrics(name).as_posix() for name in REGISTRY}
+    assert set(files) == {paths.eval_metrics(name).as_posix() for name in REGISTRY}
     assert all(set(entry["data"]) == set(compared) for entry in files.values())

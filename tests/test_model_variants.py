@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.models import REGISTRY, build_model
+from pipeline.models import build_model
+from pipeline.registry import REGISTRY
 from tests.test_models import FIG2, FIG2_BEFORE_INCEPTION, figure_layers, params
 
 VARIANTS = {  # model -> parameter count

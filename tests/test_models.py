@@ -10,7 +10,8 @@ from keras.src.legacy.saving import legacy_h5_format
 from pipeline.__main__ import MODELS
 from pipeline.config import Augment, FineTune, Model, Train
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.models import REGISTRY, build_model, compile_model, get_spec
+from pipeline.models import build_model, compile_model
+from pipeline.registry import REGISTRY, get_spec
 from pipeline.models.vgg16 import unfreeze_top
 
 AUGMENT = Augment(flip=True, rotation=0.1, zoom=0.2, translation=0.1, contrast=0.2)

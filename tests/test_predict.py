@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from pipeline import layout, predict, train
+from pipeline import paths, predict, train
 from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.data import loaders
@@ -79,7 +79,7 @@ def test_predict_classifies_good_files_and_reports_the_corrupt_one(trained, caps
 
     # The printed class and probability are the model's own on the decoded file.
     config = load_config("params.yaml")
-    model = keras.saving.load_model(layout.model_file(NAME))
+    model = keras.saving.load_model(paths.model_file(NAME))
     batch = decoded(files(trained, "good.jpg", "good2.png"))
     probabilities = model.predict(batch, verbose=0)
     classes = loaders.class_names(config, "cifar10")
@@ -137,7 +137,7 @@ def test_a_folder_without_images_is_one_error_line(trained, capsys):
 
 
 def test_mlflow_uri_predicts_as_pyfunc(trained, capsys):
-    run_id = layout.run_id_file(NAME).read_text().strip()
+    run_id = paths.run_id_file(NAME).read_text().strip()
     uri = f"runs:/{run_id}/model"
     good = files(trained, "good.jpg", "good2.png")
     assert main(["predict", "--model", uri, *good]) == 0

@@ -4,9 +4,10 @@ import json
 import pytest
 from PIL import Image
 
-from pipeline import layout, report
+from pipeline import paths, report
 from pipeline.config import load_config
-from pipeline.models import REGISTRY
+from pipeline.registry import REGISTRY
+from tests.fixtures import dvc, scratch_dvc_project, set_params
 
 BEYOND = [name for name, spec in REGISTRY.items() if not spec.in_study]
 CIFAR10 = [name for name, spec in REGISTRY.items() if spec.task == "cifar10"]
@@ -14,13 +15,13 @@ CIFAR10 = [name for name, spec in REGISTRY.items() if spec.task == "cifar10"]
 
 def write_metrics(name: str, test_accuracy: float, wall_time_s: float) -> None:
     """The two files train and evaluate leave for a model, with the keys the report reads."""
-    layout.train_summary(name).parent.mkdir(parents=True, exist_ok=True)
-    layout.train_summary(name).write_text(json.dumps({
+    paths.train_summary(name).parent.mkdir(parents=True, exist_ok=True)
+    paths.train_summary(name).write_text(json.dumps({
         "hyperparameters": {"epochs": 25, "learning_rate": 0.001, "batch_size": 64},
         "best": {"val_accuracy": test_accuracy - 0.01, "val_accuracy_epoch": 20, "val_loss": 0.7},
         "wall_time_s": wall_time_s}))
-    layout.eval_metrics(name).parent.mkdir(parents=True, exist_ok=True)
-    layout.eval_metrics(name).write_text(json.dumps({"val_accuracy": test_accuracy - 0.02, "val_loss": 0.75,
+    paths.eval_metrics(name).parent.mkdir(parents=True, exist_ok=True)
+    paths.eval_metrics(name).write_text(json.dumps({"val_accuracy": test_accuracy - 0.02, "val_loss": 0.75,
                                                      "test_accuracy": test_accuracy, "test_loss": 0.7}))
 
 
@@ -51,7 +52,7 @@ def test_study_models_in_their_tables_and_variants_beyond(project):
     assert "| 374,986 |" in beyond["cifar10_naive"] and "| 589,306 |" in beyond["cifar10_inception_reduced"]
 
     figure = report.COMPARE_DIR / "cifar10_accuracy.png"
-    assert f"]({figure.relative_to(layout.REPORTS_DIR).as_posix()})" in text
+    assert f"]({figure.relative_to(paths.REPORTS_DIR).as_posix()})" in text
     assert Image.open(figure).size[0] > 600
 
 
@@ -62,8 +63,29 @@ def test_unmeasured_models_leave_dashes_and_no_figure(project):
     assert not (report.COMPARE_DIR / "cifar10_accuracy.png").exists()
 
 
-@pytest.mark.parametrize("name", BEYOND)
-def test_variants_are_cifar10_models_of_the_report_recipe(project, name):
-    config = load_config()
-    assert REGISTRY[name].task == "cifar10"
-    assert config.model(name) == config.model("cifar10_naive")  # trained like the naive CNN
+@pytest.mark.slow
+def test_a_record_out_of_date_shows_as_such_not_with_its_number(tmp_path, monkeypatch):
+    """dvc.lock says which records ran with today's code and params; the others lose their numbers."""
+    scratch_dvc_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    dvc(tmp_path, "commit", "-f", "-q", "train@cifar10_naive", "evaluate@cifar10_naive")
+
+    def summary() -> dict[str, str]:
+        report.run(load_config())
+        return rows(report.RESULTS.read_text(), "## Summary")
+
+    recorded = summary()
+    assert "| **0.6250** |" in recorded["cifar10_naive"]
+    assert "| not recorded |" in recorded["cifar10_residual"]  # never ran
+    assert "| **–** |" not in rows(report.RESULTS.read_text(), "## Beyond the study")["cifar10_naive"]
+
+    params = (tmp_path / "params.yaml").read_text()
+    set_params(tmp_path / "params.yaml", **{"recipes.cifar10.epochs": 3})
+    assert "not recorded with the current code and params" in summary()["cifar10_naive"]
+    assert "0.625" not in report.RESULTS.read_text()
+
+    (tmp_path / "params.yaml").write_text(params)
+    assert "| **0.6250** |" in summary()["cifar10_naive"]
+    with (tmp_path / "pipeline" / "evaluate.py").open("a") as code:
+        code.write("# evaluation changed\n")
+    assert "not recorded with the current code and params" in summary()["cifar10_naive"]

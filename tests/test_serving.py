@@ -16,10 +16,11 @@ import pytest
 import requests
 import tensorflow as tf
 
-from pipeline import evaluate, layout, serving, tracking, train
+from pipeline import evaluate, paths, serving, tracking, train
+from pipeline.data.split import split_checksum
 from pipeline.config import load_config
 from pipeline.data import loaders
-from tests.conftest import enter_project
+from tests.conftest import ROOT, enter_project
 from tests.fixtures import jpeg_bytes, make_cats_dogs_split, set_params
 
 NAME = "cats_dogs_naive"
@@ -39,7 +40,7 @@ def train_and_evaluate(root):
     config = load_config(root / "params.yaml")
     train.run(config, NAME)
     evaluate.run(config, NAME)
-    return layout.run_id_file(NAME).read_text().strip()
+    return paths.run_id_file(NAME).read_text().strip()
 
 
 def free_port() -> int:
@@ -69,7 +70,7 @@ def same_store():
 def champion_network():
     """The Keras network inside the champion, loaded on its own."""
     folder = mlflow.artifacts.download_artifacts(f"models:/{NAME}@{tracking.CHAMPION}")
-    return keras.saving.load_model(os.path.join(folder, "artifacts", os.path.basename(str(layout.model_file(NAME)))))
+    return keras.saving.load_model(os.path.join(folder, "artifacts", os.path.basename(str(paths.model_file(NAME)))))
 
 
 def expected_probabilities(network, photos: list[bytes]) -> np.ndarray:
@@ -132,12 +133,12 @@ def stop(process: subprocess.Popen) -> None:
 
 def test_training_registers_a_version_and_evaluation_makes_it_champion(registered):
     client = mlflow.MlflowClient()
-    run_id = layout.run_id_file(NAME).read_text().strip()
+    run_id = paths.run_id_file(NAME).read_text().strip()
     version = client.get_model_version_by_alias(NAME, tracking.CHAMPION)
     assert str(version.version) == "1" and version.run_id == run_id
     assert version.tags["run_id"] == run_id
-    assert version.tags["split_sha256"] == train.split_checksum("cats_dogs")
-    test_accuracy = json.loads(layout.eval_metrics(NAME).read_text())["test_accuracy"]
+    assert version.tags["split_sha256"] == split_checksum("cats_dogs")
+    test_accuracy = json.loads(paths.eval_metrics(NAME).read_text())["test_accuracy"]
     assert float(version.tags["test_accuracy"]) == pytest.approx(test_accuracy, abs=1e-6)
 
     # The registered model is the photo classifier; the run keeps the Keras flavour beside it.
@@ -148,7 +149,7 @@ def test_training_registers_a_version_and_evaluation_makes_it_champion(registere
     run = client.get_run(run_id)
     inputs = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"), d.dataset.digest)
               for d in run.inputs.dataset_inputs}
-    digest = train.split_checksum("cats_dogs")[:tracking.MAX_DIGEST]
+    digest = split_checksum("cats_dogs")[:tracking.MAX_DIGEST]
     assert inputs == {("cats_dogs/train", "training", digest), ("cats_dogs/val", "validation", digest),
                       ("cats_dogs/test", "test", digest)}
     sources = {d.dataset.name: d.dataset.source for d in run.inputs.dataset_inputs}
@@ -156,6 +157,35 @@ def test_training_registers_a_version_and_evaluation_makes_it_champion(registere
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+# Keras itself imports matplotlib.pyplot (keras.src.visualization) with TensorFlow: what counts is
+# what the served model loads beyond that.
+SERVED_MODEL_IMPORTS = """
+import json, sys
+import tensorflow
+heavy = ("pipeline.train", "pipeline.evaluate", "pipeline.tune", "pipeline.visualize", "matplotlib")
+before = {m for m in sys.modules if m.startswith(heavy)}
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+answer = model.predict(pd.DataFrame({"image": [open(sys.argv[2], "rb").read()]}))
+print(json.dumps({"label": answer["label"][0], "pipeline": sys.modules["pipeline"].__file__,
+                  "loaded": sorted(m for m in sys.modules if m.startswith(heavy) and m not in before)}))
+"""
+
+
+def test_the_served_model_loads_neither_training_evaluation_nor_matplotlib(registered, tmp_path):
+    """What `mlflow models serve` runs: the registered classifier loaded from its own copy of the code."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(5, (80, 60)))
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", SERVED_MODEL_IMPORTS, f"models:/{NAME}@{tracking.CHAMPION}",
+                             str(photo)], cwd=registered, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["label"] in CLASSES
+    assert not answer["pipeline"].startswith(str(ROOT))  # the model's own copy of the package
+    assert answer["loaded"] == []
 
 
 def test_the_alias_follows_the_better_test_accuracy(registered):
@@ -190,6 +220,7 @@ def test_a_worse_new_version_does_not_take_the_alias(project):
     assert tracking.record_test_accuracy("rule", runs[3], 0.4) == "1"
 
 
+@pytest.mark.slow
 def test_server_classifies_photos_and_survives_a_corrupt_one(registered, server):
     photos = [jpeg_bytes(seed, size) for seed, size in ((11, (64, 48)), (12, (200, 150)), (13, (31, 90)))]
     response = requests.post(f"{server}/invocations", json=request(photos), timeout=60)

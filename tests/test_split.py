@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.__main__ import main
 from pipeline.config import SPLITS, load_config
 from pipeline.data import cifar_pickles, loaders, split
@@ -25,7 +25,7 @@ def pet_config(project, available, **params):
     """params.yaml with `params` set, and `available` good images per class plus the broken ones."""
     set_params(project / "params.yaml", **params)
     config = load_config()
-    make_pet_images(layout.raw_dir(config, "cats_dogs"), available)
+    make_pet_images(paths.raw_dir(config, "cats_dogs"), available)
     return config
 
 
@@ -34,18 +34,18 @@ def cifar_config(project, train_per_class=12, test_per_class=3, **params):
     config = load_config()
     archive = make_cifar_tar(project / "cifar.tar.gz", train_per_class, test_per_class)
     with tarfile.open(archive) as tar:
-        tar.extractall(layout.raw_dir(config, "cifar10"), filter="data")
+        tar.extractall(paths.raw_dir(config, "cifar10"), filter="data")
     return config
 
 
 def split_files(config):
     """{split: {class: sorted file names}} of the cats_dogs split."""
-    root = layout.split_dir(config, "cats_dogs")
+    root = paths.split_dir(config, "cats_dogs")
     return {s: {c: sorted(p.name for p in (root / s / c).iterdir()) for c in ("cats", "dogs")} for s in SPLITS}
 
 
 def read_metrics(task):
-    return json.loads(layout.split_summary(task).read_text())
+    return json.loads(paths.split_summary(task).read_text())
 
 
 def test_cats_dogs_counts_and_ratios(project):
@@ -55,8 +55,8 @@ def test_cats_dogs_counts_and_ratios(project):
     for name in ("cats", "dogs"):
         assert [len(files[s][name]) for s in SPLITS] == [14, 3, 3]
         assert len({f for s in SPLITS for f in files[s][name]}) == 20  # no file in two splits
-    source = layout.raw_dir(config, "cats_dogs") / "PetImages" / "Cat" / files["train"]["cats"][0]
-    copied = layout.split_dir(config, "cats_dogs") / "train" / "cats" / files["train"]["cats"][0]
+    source = paths.raw_dir(config, "cats_dogs") / "PetImages" / "Cat" / files["train"]["cats"][0]
+    copied = paths.split_dir(config, "cats_dogs") / "train" / "cats" / files["train"]["cats"][0]
     assert copied.read_bytes() == source.read_bytes()
     metrics = read_metrics("cats_dogs")
     assert metrics["totals"] == {"train": 28, "val": 6, "test": 6}
@@ -146,7 +146,7 @@ def test_cifar10_split_is_stratified(project):
     fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
     config = cifar_config(project, **{"split.cifar10.per_class": 15, "split.cifar10.fractions": fractions})
     split.run(config, "cifar10")
-    root = layout.split_dir(config, "cifar10")
+    root = paths.split_dir(config, "cifar10")
     assert json.loads((root / "classes.json").read_text()) == CIFAR_CLASSES
     pooled = []
     for name, per_class in zip(SPLITS, (9, 3, 3)):
@@ -162,7 +162,7 @@ def test_cifar10_split_is_stratified(project):
 
 def read_cifar_source(config):
     """(HWC image bytes, label) of every image in the raw pickles."""
-    folder = layout.raw_dir(config, "cifar10") / cifar_pickles.FOLDER
+    folder = paths.raw_dir(config, "cifar10") / cifar_pickles.FOLDER
     pairs = []
     for name in cifar_pickles.BATCHES:
         batch = pickle.loads((folder / name).read_bytes(), encoding="bytes")
@@ -175,14 +175,14 @@ def test_cifar10_bad_batch_keeps_the_previous_split(project):
     config = cifar_config(project, **{"split.cifar10.per_class": 15})
     split.run(config, "cifar10")
     before = read_metrics("cifar10")["sha256"]
-    batch = layout.raw_dir(config, "cifar10") / cifar_pickles.FOLDER / "data_batch_3"
+    batch = paths.raw_dir(config, "cifar10") / cifar_pickles.FOLDER / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:100])
     with pytest.raises(PipelineError, match="data_batch_3"):
         split.run(config, "cifar10")
     batch.unlink()
     with pytest.raises(PipelineError, match="data_batch_3: missing"):
         split.run(config, "cifar10")
-    assert split.folder_digest(layout.split_dir(config, "cifar10")) == before
+    assert split.folder_digest(paths.split_dir(config, "cifar10")) == before
     assert sorted(p.name for p in (config.data.root / "split").iterdir()) == ["cifar10"]
 
 
@@ -232,15 +232,15 @@ def test_every_file_the_split_admits_decodes_for_training(project):
     config = load_config()
     kinds = file_kinds()
     for folder in ("Cat", "Dog"):
-        (layout.raw_dir(config, "cats_dogs") / "PetImages" / folder).mkdir(parents=True)
+        (paths.raw_dir(config, "cats_dogs") / "PetImages" / folder).mkdir(parents=True)
         for kind, data in kinds.items():
-            (layout.raw_dir(config, "cats_dogs") / "PetImages" / folder / f"{kind}.jpg").write_bytes(data)
+            (paths.raw_dir(config, "cats_dogs") / "PetImages" / folder / f"{kind}.jpg").write_bytes(data)
     split.run(config, "cats_dogs")
-    admitted = {p.stem for p in layout.split_dir(config, "cats_dogs").rglob("*.jpg")}
+    admitted = {p.stem for p in paths.split_dir(config, "cats_dogs").rglob("*.jpg")}
     assert admitted == {kind for kind, reason in FILE_KINDS.items() if reason is None}
     for split_name in SPLITS:
         loaders.load_arrays(config, "cats_dogs", split_name, 40)  # decodes every file of the split
-    for path in layout.split_dir(config, "cats_dogs").rglob("*.jpg"):
+    for path in paths.split_dir(config, "cats_dogs").rglob("*.jpg"):
         with Image.open(path) as image:
             expected = np.asarray(image.convert("RGB"), dtype=np.float32)
         decoded = loaders.decode_image(tf.constant(str(path)), expected.shape[0]).numpy()

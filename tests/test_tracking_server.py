@@ -1,8 +1,8 @@
 """Team mode: a real `mlflow server` on 127.0.0.1 with a PostgreSQL backend store and a local
 artifact root; a training and an evaluation report to it over HTTP.
 
-PostgreSQL is started as in the Optuna test (installed if missing; skipped without it, except in
-CI, where the test fails).
+PostgreSQL is started as in the Optuna test (`.ci/run` installs it; without it the test fails
+with one line saying how to install it).
 """
 import subprocess
 import sys
@@ -15,6 +15,8 @@ from pipeline import serving, tracking
 from tests.fixtures import jpeg_bytes
 from tests.test_serving import NAME, free_port, stop, tiny_cats_dogs, train_and_evaluate, wait_until_up
 from tests.test_tune_postgres import postgres  # noqa: F401  (the throwaway PostgreSQL server)
+
+pytestmark = pytest.mark.slow  # a real tracking server on PostgreSQL
 
 
 @pytest.fixture

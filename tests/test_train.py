@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import layout, train
+from pipeline import paths, train
 from pipeline.config import load_config
 from pipeline.data import loaders
-from pipeline.models import REGISTRY, build_model, vgg16
+from pipeline.models import build_model, vgg16
+from pipeline.registry import REGISTRY
 from pipeline.errors import ConfigError, PipelineError
 from tests.conftest import ROOT
 from tests.fixtures import make_cats_dogs_split, make_cifar10_split, make_vgg16_standin, set_params
@@ -33,13 +34,13 @@ def test_training_writes_outputs_and_mlflow_run(project):
     config = tiny_cifar_project(project)
     train.run(config, "cifar10_naive")
 
-    history = pd.read_csv(layout.history_file("cifar10_naive"))
+    history = pd.read_csv(paths.history_file("cifar10_naive"))
     assert list(history["epoch"]) == [1, 2]
-    metrics = json.loads(layout.train_summary("cifar10_naive").read_text())
+    metrics = json.loads(paths.train_summary("cifar10_naive").read_text())
     assert metrics["epochs"] == 2 and 0 <= metrics["best"]["val_accuracy"] <= 1
-    assert layout.model_file("cifar10_naive").exists()
+    assert paths.model_file("cifar10_naive").exists()
 
-    run_id = layout.run_id_file("cifar10_naive").read_text().strip()
+    run_id = paths.run_id_file("cifar10_naive").read_text().strip()
     runs = mlflow.search_runs(experiment_names=["cifar10"], filter_string="attributes.run_name = 'cifar10_naive'")
     assert list(runs["run_id"]) == [run_id]
     run = mlflow.get_run(run_id)
@@ -86,7 +87,7 @@ def test_nan_loss_fails_the_run(project, monkeypatch):
     monkeypatch.setattr(train.loaders, "encode_labels", poisoned)
     with pytest.raises(PipelineError, match="loss became nan"):
         train.run(config, "cifar10_naive")
-    run = mlflow.get_run(layout.run_id_file("cifar10_naive").read_text().strip())
+    run = mlflow.get_run(paths.run_id_file("cifar10_naive").read_text().strip())
     assert run.info.status == "FAILED"
 
 
@@ -104,6 +105,7 @@ def train_killed_after(name, log, epochs):
     return command, env, len(pd.read_csv(log))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("torn_backup", [False, True], ids=["clean-kill", "kill-while-saving"])
 def test_killed_training_resumes_from_its_last_epoch(project, torn_backup):
     tiny_cifar_project(project, epochs=40)
@@ -113,7 +115,7 @@ def test_killed_training_resumes_from_its_last_epoch(project, torn_backup):
     if torn_backup:  # as if the kill had landed while Keras wrote the weights
         weights = log.parent / "state" / "latest.weights.h5"
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    run_id = layout.run_id_file("cifar10_naive").read_text().strip()
+    run_id = paths.run_id_file("cifar10_naive").read_text().strip()
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
@@ -121,9 +123,9 @@ def test_killed_training_resumes_from_its_last_epoch(project, torn_backup):
     # Keras logs "Epoch k/40" for each epoch it trains: the resumed process starts after the kill.
     trained_again = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
     assert len(trained_again) <= 40 - done_before_kill + (2 if torn_backup else 1)
-    history = pd.read_csv(layout.history_file("cifar10_naive"))
+    history = pd.read_csv(paths.history_file("cifar10_naive"))
     assert list(history["epoch"]) == list(range(1, 41))
-    assert layout.run_id_file("cifar10_naive").read_text().strip() == run_id
+    assert paths.run_id_file("cifar10_naive").read_text().strip() == run_id
     assert mlflow.get_run(run_id).info.status == "FINISHED"
 
 
@@ -258,7 +260,7 @@ def test_cached_features_give_the_whole_models_outputs(tiny_vgg_project):
 
 def test_resume_needs_the_same_params_and_split(project):
     name, params = "cifar10_naive", {"learning_rate": 0.001}
-    split_metrics = layout.split_summary("cifar10")
+    split_metrics = paths.split_summary("cifar10")
     split_metrics.parent.mkdir(parents=True)
     split_metrics.write_text(json.dumps({"sha256": "a" * 64}))
     train.remember_run(name, "run-1", params)
@@ -271,6 +273,7 @@ def test_resume_needs_the_same_params_and_split(project):
     assert not (train.BACKUP_ROOT / name).exists()
 
 
+@pytest.mark.slow
 def test_killed_vgg16_fine_tuning_resumes_in_its_second_phase(tiny_vgg_project):
     name = "cats_dogs_vgg16_finetune"
     set_params(tiny_vgg_project / "params.yaml", **{f"train.{name}.image_size": 32, f"train.{name}.epochs": 3,
@@ -286,7 +289,7 @@ def test_killed_vgg16_fine_tuning_resumes_in_its_second_phase(tiny_vgg_project):
     epochs_trained = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
     assert not [line for line in epochs_trained if line.endswith("/3")]  # no head epoch trained again
     assert 1 <= len(epochs_trained) <= 40 - done_before_kill + 1  # fine-tuning went on from the kill
-    history = pd.read_csv(layout.history_file(name))
+    history = pd.read_csv(paths.history_file(name))
     assert list(history["phase"]) == ["head"] * 3 + ["fine_tune"] * 40
     assert list(history["epoch"]) == list(range(1, 44))
 
@@ -294,17 +297,17 @@ def test_killed_vgg16_fine_tuning_resumes_in_its_second_phase(tiny_vgg_project):
 def test_training_removes_what_a_killed_run_left_beside_its_outputs(project):
     config = tiny_cifar_project(project, epochs=1)
     name = "cifar10_naive"
-    stale = [layout.model_file(name).with_name(f".partial-99999.{name}.keras"),
-             layout.history_file(name).with_name(f".partial-99999.{name}.csv"),
-             layout.train_summary(name).with_name(f".partial-99999.{name}.json")]
+    stale = [paths.model_file(name).with_name(f".partial-99999.{name}.keras"),
+             paths.history_file(name).with_name(f".partial-99999.{name}.csv"),
+             paths.train_summary(name).with_name(f".partial-99999.{name}.json")]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half-written")
     train.run(config, name)
     assert not [path for path in stale if path.exists()]
-    assert [p.name for p in layout.model_file(name).parent.iterdir() if p.name.startswith(".partial")] == []
-    assert len(pd.read_csv(layout.history_file(name))) == 1
-    assert json.loads(layout.train_summary(name).read_text())["epochs"] == 1
+    assert [p.name for p in paths.model_file(name).parent.iterdir() if p.name.startswith(".partial")] == []
+    assert len(pd.read_csv(paths.history_file(name))) == 1
+    assert json.loads(paths.train_summary(name).read_text())["epochs"] == 1
 
 
 def test_fine_tune_on_a_model_without_a_pretrained_base_names_the_key(project):

@@ -21,10 +21,10 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from pipeline import layout, tracking, tune
+from pipeline import paths, tracking, tune
 from pipeline.__main__ import main
 from pipeline.config import load_config
-from pipeline.models import REGISTRY
+from pipeline.registry import REGISTRY
 from pipeline.train import Hyperparameters, hyperparameters
 from tests.conftest import ROOT
 from tests.fixtures import CIFAR_CLASSES, set_params
@@ -218,7 +218,7 @@ def test_trial_value_is_the_last_epochs_not_the_best(tiny_study, monkeypatch):
 @pytest.mark.parametrize("use_tuned", [False, True])
 def test_training_reads_the_tuned_file_whenever_it_is_there(project, use_tuned):
     set_params(project / "params.yaml", **{"train.use_tuned": use_tuned})
-    path = layout.tuned_file(MODEL)
+    path = paths.tuned_file(MODEL)
     path.parent.mkdir()
     path.write_text(json.dumps({"epochs": 7, "learning_rate": 0.005, "batch_size": 16, "source": "search"}))
     assert hyperparameters(load_config(), MODEL) == Hyperparameters(7, 0.005, 16)
@@ -273,6 +273,7 @@ def count_runs(database: Path, status: str) -> int:
     return count_rows(database, "SELECT count(*) FROM runs WHERE status = ?", status)
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
     environment = {**os.environ, tune.N_TRIALS_ENV: "20", "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen([sys.executable, "-m", "pipeline", "tune", MODEL], cwd=tiny_study, env=environment,
@@ -324,6 +325,7 @@ def test_killed_search_resumes_keeping_finished_trials(tiny_study, monkeypatch):
     assert orphan_run["tags.mlflow.parentRunId"] == dead_parent
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked by hand, not by optimize
 def test_runs_of_dead_workers_are_ended(tiny_study, monkeypatch):
     """A worker elsewhere whose trial's heartbeat stopped, and one on this machine whose process is

@@ -1,8 +1,8 @@
 """tune@<model> with several workers: two processes work on one study in a real PostgreSQL server.
 
-The server is Debian's PostgreSQL, installed if missing, started on 127.0.0.1 on a free port in
-a temporary folder and stopped at the end. Without it the test is skipped, except in CI
-(CI=true), where it fails.
+The server is Debian's PostgreSQL (`.ci/run` installs it), started on 127.0.0.1 on a free port
+in a temporary folder and stopped at the end. Without it the test fails with one line saying
+how to install it; `python -m pytest -m "not slow"` leaves it out.
 """
 import json
 import os
@@ -26,31 +26,14 @@ from tests.test_tune import DEFAULTS, MODEL, SEARCH, study_of, write_cifar_split
 
 SERVER_USER = "postgres"  # the server refuses to run as root
 N_TRIALS = 4
+pytestmark = pytest.mark.slow
 WORKER_TIMEOUT_S = 600
-
-
-def unavailable(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL is required in CI: {reason}")
-    pytest.skip(f"PostgreSQL is not available: {reason}")
 
 
 def server_bin() -> Path | None:
     """The newest /usr/lib/postgresql/<version>/bin holding initdb and pg_ctl."""
     found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if (p.parent / "pg_ctl").exists()]
     return max(found, key=lambda folder: float(folder.parent.name)) if found else None
-
-
-def install_server() -> str | None:
-    """apt-get install postgresql; returns why it could not, or None."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "initdb/pg_ctl not found and apt-get cannot be run as this user"
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
-        result = subprocess.run(command, capture_output=True, text=True, env=environment)
-        if result.returncode:
-            return f"`{' '.join(command)}` failed: {result.stderr.strip()[-400:]}"
-    return None
 
 
 def as_server_user() -> list[str]:
@@ -84,10 +67,8 @@ def postgres():
     """A throwaway server; yields its SQLAlchemy URL prefix, e.g. postgresql+psycopg2://postgres@127.0.0.1:5433."""
     binaries = server_bin()
     if binaries is None:
-        reason = install_server()
-        binaries = server_bin()
-        if binaries is None:
-            unavailable(reason or "installed, but no initdb under /usr/lib/postgresql/*/bin")
+        pytest.fail("PostgreSQL server not found (no /usr/lib/postgresql/*/bin/initdb): "
+                    "install it with `apt-get install postgresql`", pytrace=False)
     run_as = as_server_user()
     folder = Path(tempfile.mkdtemp(prefix="tune-postgres-"))  # in /tmp: the server user can reach it
     data, port = folder / "data", free_port()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import layout, tracking
+from pipeline import paths, tracking
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.visualize import activations, curves, filters, gradcam
@@ -208,24 +208,24 @@ def test_stage_writes_the_figures_and_logs_them_to_the_training_run(project):
                                            "visualize.ascent_steps": 2, "visualize.gradcam_images_per_class": 1,
                                            "visualize.filter_layers": {"cifar10_naive": ["conv1", "conv4"]}})
     config = load_config()
-    split = layout.split_dir(config, "cifar10")
+    split = paths.split_dir(config, "cifar10")
     split.mkdir(parents=True)
     np.savez(split / "test.npz", images=images(20).astype("uint8"), labels=np.repeat(np.arange(10), 2))
     (split / "classes.json").write_text(json.dumps(CIFAR_CLASSES))
     model = build_model("cifar10_naive", config.model("cifar10_naive"))
-    layout.model_file("cifar10_naive").parent.mkdir(parents=True)
-    model.save(layout.model_file("cifar10_naive"))
-    layout.history_file("cifar10_naive").parent.mkdir(parents=True)
-    history_csv(layout.history_file("cifar10_naive"), with_phase=False)
+    paths.model_file("cifar10_naive").parent.mkdir(parents=True)
+    model.save(paths.model_file("cifar10_naive"))
+    paths.history_file("cifar10_naive").parent.mkdir(parents=True)
+    history_csv(paths.history_file("cifar10_naive"), with_phase=False)
     with tracking.training_run("cifar10_naive", "cifar10", {}) as training:
         pass
-    stale = layout.figures_dir("cifar10_naive") / "stale.png"
+    stale = paths.figures_dir("cifar10_naive") / "stale.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
 
     run(config, "cifar10_naive")
 
-    figures = layout.figures_dir("cifar10_naive")
+    figures = paths.figures_dir("cifar10_naive")
     expected = {"curves.png", "gradcam.png", "activations_00_input.png", "activations_01_conv1.png",
                 "activations_02_pool1.png", "filters_conv1.png", "filters_conv4.png", "filters.json"}
     assert {path.name for path in figures.iterdir()} == expected

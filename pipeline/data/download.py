@@ -22,11 +22,11 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.config import MIRROR_ENV, Config, Source
 from pipeline.data import archives
 from pipeline.errors import PipelineError
-from pipeline.files import replacing_folder
+from pipeline.atomic import replacing_folder
 from pipeline.progress import progress_bar
 
 CIFAR_FILES = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -47,7 +47,7 @@ def run(config: Config, source: str) -> None:
     from_folder = isinstance(origin, Path) and origin.is_dir()
     # Verify a file before the output folder is touched; a folder is verified as it is copied.
     archive = None if from_folder else verified_file(config, source, spec, origin)
-    with replacing_folder(layout.raw_dir(config, source)) as staging:
+    with replacing_folder(paths.raw_dir(config, source)) as staging:
         if archive is None:
             checksum = copy_pet_images(origin, staging)
         elif source == "vgg16":
@@ -99,7 +99,7 @@ def verified_file(config: Config, source: str, spec: Source, origin: Path | str)
 
 
 def download(config: Config, source: str, spec: Source, url: str) -> Path:
-    folder = layout.downloads_dir(config)
+    folder = paths.downloads_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / spec.filename
     if final.exists():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 
@@ -24,21 +24,21 @@ AUTOTUNE = tf.data.AUTOTUNE
 def class_names(config: Config, task: str) -> list[str]:
     if task == "cats_dogs":
         return list(CATS_DOGS_CLASSES)
-    recorded = layout.split_dir(config, task) / "classes.json"
+    recorded = paths.split_dir(config, task) / "classes.json"
     return json.loads(recorded.read_text()) if recorded.exists() else list(CIFAR10_CLASSES)
 
 
 def image_files(config: Config, task: str, split: str) -> tuple[list[Path], np.ndarray]:
     """The JPEG paths of a cats_dogs split, sorted, with their class indices."""
-    root = layout.split_dir(config, task) / split
-    paths, labels = [], []
+    root = paths.split_dir(config, task) / split
+    found, labels = [], []
     for index, name in enumerate(CATS_DOGS_CLASSES):
         files = sorted((root / name).glob("*.jpg"))
-        paths += files
+        found += files
         labels += [index] * len(files)
-    if not paths:
+    if not found:
         raise PipelineError(f"{root}: no images; run `dvc repro split@{task}` first")
-    return paths, np.asarray(labels, dtype=np.int64)
+    return found, np.asarray(labels, dtype=np.int64)
 
 
 def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -55,7 +55,7 @@ def decode_bytes(raw: tf.Tensor, image_size: int) -> tf.Tensor:
 def load_arrays(config: Config, task: str, split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """A whole split in memory: images (N, size, size, 3) float32 0..255 and integer labels (N,)."""
     if task == "cifar10":
-        path = layout.split_dir(config, task) / f"{split}.npz"
+        path = paths.split_dir(config, task) / f"{split}.npz"
         if not path.exists():
             raise PipelineError(f"{path}: not found; run `dvc repro split@{task}` first")
         with np.load(path) as arrays:
@@ -63,8 +63,8 @@ def load_arrays(config: Config, task: str, split: str, image_size: int) -> tuple
         if image_size != images.shape[1]:
             images = tf.image.resize(images, (image_size, image_size)).numpy()
         return images.astype(np.float32), labels.astype(np.int64)
-    paths, labels = image_files(config, task, split)
-    dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+    files, labels = image_files(config, task, split)
+    dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in files])
     dataset = dataset.map(lambda p: decode_image(p, image_size), num_parallel_calls=AUTOTUNE)
     images = np.concatenate([batch.numpy() for batch in dataset.batch(256)])
     return images, labels
@@ -91,8 +91,8 @@ def make_dataset(
         images, labels = load_arrays(config, task, split, image_size)
         dataset = tf.data.Dataset.from_tensor_slices((images, encode_labels(labels, n_classes)))
     else:
-        paths, labels = image_files(config, task, split)
-        dataset = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], encode_labels(labels, n_classes)))
+        files, labels = image_files(config, task, split)
+        dataset = tf.data.Dataset.from_tensor_slices(([str(p) for p in files], encode_labels(labels, n_classes)))
         dataset = dataset.map(lambda p, y: (decode_image(p, image_size), y), num_parallel_calls=AUTOTUNE)
     dataset = dataset.cache()
     if shuffle:

@@ -28,11 +28,11 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.config import SPLITS, Config
 from pipeline.data import cifar_pickles, loaders
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.files import replacing_folder, write_text_atomically
+from pipeline.atomic import replacing_folder, write_text_atomically
 from pipeline.progress import progress_bar
 
 PET_CLASSES = {"Cat": "cats", "Dog": "dogs"}  # Microsoft's folder -> the split's class folder
@@ -42,7 +42,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 def run(config: Config, task: str) -> None:
     splitters = {"cats_dogs": split_cats_dogs, "cifar10": split_cifar10}
     summary = splitters[task](config)
-    write_json(layout.split_summary(task), summary)
+    write_json(paths.split_summary(task), summary)
     totals = ", ".join(f"{split} {count}" for split, count in summary["totals"].items())
     print(f"split {task}: {totals}; {summary['left_out']['count']} files left out")
 
@@ -89,6 +89,12 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def split_checksum(task: str) -> str:
+    """The sha256 the split stage recorded for `task`'s split, or 'unknown' before it ran."""
+    path = paths.split_summary(task)
+    return json.loads(path.read_text()).get("sha256", "unknown") if path.exists() else "unknown"
+
+
 def split_summary(config: Config, task: str, counts: dict, left_out: dict[str, str], digest: str) -> dict:
     return {
         "task": task,
@@ -109,7 +115,7 @@ def split_summary(config: Config, task: str, counts: dict, left_out: dict[str, s
 def source_record(config: Config, task: str) -> dict:
     """Which file or folder the images came from and its verified checksum (download's SOURCE.json),
     so a result names its data: a mirror's sample or rebuilt archive is not the upstream one."""
-    path = layout.raw_dir(config, task) / "SOURCE.json"
+    path = paths.raw_dir(config, task) / "SOURCE.json"
     record = json.loads(path.read_text()) if path.exists() else {}
     origin = record.get("origin")
     return {"origin": Path(origin).name if origin else None, "checksum": record.get("checksum")}
@@ -124,13 +130,13 @@ def write_json(path: Path, content: object) -> None:
 
 def split_cats_dogs(config: Config) -> dict:
     task = "cats_dogs"
-    pet = layout.raw_dir(config, task) / "PetImages"
+    pet = paths.raw_dir(config, task) / "PetImages"
     for folder in PET_CLASSES:
         require_folder(pet / folder, task)
     sizes = split_sizes(config, task)
     counts = {split: {name: sizes[split] for name in PET_CLASSES.values()} for split in SPLITS}
     left_out: dict[str, str] = {}  # "Cat/666.jpg" -> why it was left out
-    with replacing_folder(layout.split_dir(config, task)) as staging:
+    with replacing_folder(paths.split_dir(config, task)) as staging:
         for index, (folder, name) in enumerate(PET_CLASSES.items()):
             # One generator per class: the cats drawn do not depend on how many dogs there are.
             rng = np.random.default_rng([config.seed, index])
@@ -216,7 +222,7 @@ def decodes_for_training(data: bytes) -> bool:
 
 def split_cifar10(config: Config) -> dict:
     task = "cifar10"
-    folder = layout.raw_dir(config, task) / cifar_pickles.FOLDER
+    folder = paths.raw_dir(config, task) / cifar_pickles.FOLDER
     require_folder(folder, task)
     classes = cifar_pickles.read_class_names(folder / "batches.meta")
     images, labels = cifar_pickles.read_batches(folder, len(classes))
@@ -233,7 +239,7 @@ def split_cifar10(config: Config) -> dict:
         sample = rng.permutation(members)[: config.per_class(task)]
         for split, part in zip(SPLITS, np.split(sample, [sizes["train"], sizes["train"] + sizes["val"]])):
             chosen[split].append(part)
-    with replacing_folder(layout.split_dir(config, task)) as staging:
+    with replacing_folder(paths.split_dir(config, task)) as staging:
         for split in progress_bar("write cifar10", SPLITS, unit="split"):
             order = rng.permutation(np.concatenate(chosen[split]))  # mix the classes
             np.savez_compressed(staging / f"{split}.npz", images=images[order], labels=labels[order])

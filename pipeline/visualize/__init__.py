@@ -12,12 +12,12 @@ import keras
 import mlflow
 from tqdm import tqdm
 
-from pipeline import layout, tracking
+from pipeline import paths, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
-from pipeline.files import replacing_folder
-from pipeline.models import REGISTRY
+from pipeline.atomic import replacing_folder
+from pipeline.registry import REGISTRY
 from pipeline.visualize.activations import save_activations
 from pipeline.visualize.curves import plot_history
 from pipeline.visualize.filters import default_filter_layers, save_filter_patterns
@@ -26,7 +26,7 @@ from pipeline.visualize.gradcam import save_gradcam
 
 def require_training(name: str) -> None:
     """The model file and its history come from train@<name>; say so if either is missing."""
-    for path in (layout.model_file(name), layout.history_file(name)):
+    for path in (paths.model_file(name), paths.history_file(name)):
         if not path.exists():
             raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
 
@@ -49,7 +49,7 @@ def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -
     task = REGISTRY[name].task
     images, labels = loaders.load_arrays(config, task, "test", config.model(name).image_size)
     classes = loaders.class_names(config, task)
-    plot_history(layout.history_file(name), out_dir / "curves.png", title=f"{name}: learning curves")
+    plot_history(paths.history_file(name), out_dir / "curves.png", title=f"{name}: learning curves")
     save_activations(model, images[0], config.visualize.activation_layers, out_dir,
                      label=f"(test image 0, {classes[labels[0]]})")
     save_gradcam(model, images, labels, classes, config.visualize.gradcam_images_per_class, out_dir)
@@ -59,8 +59,8 @@ def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -
 
 def run(config: Config, name: str) -> None:
     require_training(name)
-    model = keras.saving.load_model(layout.model_file(name), compile=False)
-    target = layout.figures_dir(name)
+    model = keras.saving.load_model(paths.model_file(name), compile=False)
+    target = paths.figures_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with replacing_folder(target) as built:  # a failed run leaves the old set, never half of one
         draw_figures(config, name, model, built)

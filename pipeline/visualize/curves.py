@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.files import replacing_file  # noqa: E402
+from pipeline.atomic import replacing_file  # noqa: E402
 
 DPI = 100
 

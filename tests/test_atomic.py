@@ -3,7 +3,7 @@ import pytest
 
 from pipeline import report
 from pipeline.config import load_config
-from pipeline.files import replacing_file, replacing_folder, write_text_atomically
+from pipeline.atomic import replacing_file, replacing_folder, write_text_atomically
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_beside_it(tmp_path):

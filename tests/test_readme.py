@@ -1,0 +1,67 @@
+"""README.md and docs/: short, every link resolves, and the results table is the one `report`
+generates from what is recorded, never typed by hand."""
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import report
+from tests.conftest import ROOT
+
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def readme_table() -> str:
+    text = README.read_text()
+    return text.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0].strip()
+
+
+def headings(page) -> set[str]:
+    """GitHub's anchors of a page's headings."""
+    titles = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in titles}
+
+
+def test_readme_is_short_with_results_and_a_figure_on_its_first_screen():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 150
+    first_screen = "\n".join(lines[:60])
+    assert MARKERS[0] in first_screen and MARKERS[1] in first_screen and "| `cifar10_naive` |" in first_screen
+    assert re.search(r"!\[[^]]*\]\([^)]+\.png\)", first_screen)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_every_link_resolves(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)  # commands, not links
+    for target in LINK.findall(text):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        assert resolved.exists(), f"{page.name}: {target} does not exist"
+        if anchor:
+            assert anchor in headings(resolved), f"{page.name}: {target} names no heading"
+
+
+def test_readme_shows_the_summary_of_the_committed_results():
+    results = (ROOT / "reports" / "results.md").read_text()
+    assert readme_table() == report.summary_table(results), (
+        "README.md's results table differs from reports/results.md: copy its summary table between the markers")
+
+
+def test_committed_results_are_what_report_generates(tmp_path):
+    """`report` run over the files git holds (records, dvc.lock, code, params) writes the committed results.md."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.splitlines():
+        if (ROOT / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tmp_path / name)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "pipeline", "report"], cwd=tmp_path, check=True, capture_output=True,
+                   env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert (tmp_path / "reports" / "results.md").read_text() == (ROOT / "reports" / "results.md").read_text()
