@@ -6,18 +6,33 @@ import platform
 from pathlib import Path
 
 
-def cpu_name() -> str:
+def cpuinfo_field(name: str) -> str | None:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == name:
                 return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def vector_isa() -> str:
+    """The widest instruction set oneDNN can use here: one CPU name ('AMD EPYC') covers
+    machines with and without AVX-512, whose kernels round differently."""
+    flags = set((cpuinfo_field("flags") or "").split())
+    for isa, flag in (("AMX", "amx_tile"), ("AVX-512", "avx512f"), ("AVX2", "avx2")):
+        if flag in flags:
+            return isa
+    return "unknown"
 
 
 def machine() -> dict:
-    """CPU, cores, GPUs and TensorFlow version, as training summaries record them."""
+    """CPU, its vector instruction set, cores, GPUs and TensorFlow version, as training summaries record them."""
     import tensorflow as tf
 
     gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "gpus": gpus, "tensorflow": tf.__version__}
+    return {"cpu": cpu_name(), "isa": vector_isa(), "cores": os.cpu_count(), "gpus": gpus,
+            "tensorflow": tf.__version__}

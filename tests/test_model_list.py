@@ -1,4 +1,4 @@
-"""One list of models: pipeline/models' REGISTRY. The CLI, params.yaml, dvc.yaml and CI follow it."""
+"""One list of models: pipeline/registry.py. The CLI, params.yaml, dvc.yaml and CI follow it."""
 import subprocess
 import sys
 
