@@ -60,7 +60,7 @@ def record_states(names: list[str]) -> dict[str, str]:
     Inputs that are missing here (data, models: a fresh clone has only what git holds) cannot
     be compared and do not count. Outside a DVC project, every model with metrics counts as current.
     """
-    lock = read_json_or_yaml(Path("dvc.lock"))
+    lock = read_yaml(Path("dvc.lock"))
     if lock is None or not Path(".dvc").is_dir():
         return {name: CURRENT if paths.eval_metrics(name).exists() else NOT_RUN for name in names}
     from dvc.repo import Repo
@@ -83,10 +83,17 @@ def record_states(names: list[str]) -> dict[str, str]:
     return states
 
 
-def read_json_or_yaml(path: Path) -> dict | None:
+def read_yaml(path: Path) -> dict | None:
     import yaml
 
     return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def recorded(name: str, state: str) -> tuple[dict | None, dict | None]:
+    """The training summary and metrics of a record made with today's code and params; none for any other."""
+    if state != CURRENT:
+        return None, None
+    return read_json(paths.train_summary(name)), read_json(paths.eval_metrics(name))
 
 
 def is_a_real_change(change: str | dict) -> bool:
@@ -99,7 +106,7 @@ def is_a_real_change(change: str | dict) -> bool:
 
 def summary_row(name: str, state: str) -> str:
     spec, reported = REGISTRY[name], REPORTED.get(name)
-    trained, tested = read_json(paths.train_summary(name)), read_json(paths.eval_metrics(name))
+    trained, tested = recorded(name, state)
     weights = (trained or {}).get("vgg16_weights", "imagenet")
     if state == NOT_RUN:
         ours = "not recorded" + (" (needs the ImageNet weights)" if spec.uses_vgg16 else "")
@@ -132,10 +139,10 @@ def figures_link(name: str) -> str:
 
 
 def result_row(name: str, state: str) -> str:
-    trained, tested = read_json(paths.train_summary(name)), read_json(paths.eval_metrics(name))
+    trained, tested = recorded(name, state)
     reported = REPORTED[name]
     ours = "– | – | – | – | – | –"
-    if state == CURRENT and trained and tested:
+    if trained and tested:
         hp, best = trained["hyperparameters"], trained["best"]
         ours = (f"{tested['val_accuracy']:.4f} | {best['val_accuracy']:.4f} ({best['val_accuracy_epoch']}) | "
                 f"**{tested['test_accuracy']:.4f}** | {tested['test_loss']:.3f} | "
@@ -177,9 +184,7 @@ def cifar10_results(config: Config, states: dict[str, str]) -> pd.DataFrame:
     for name, spec in REGISTRY.items():
         if spec.task != "cifar10":
             continue
-        trained, tested = read_json(paths.train_summary(name)), read_json(paths.eval_metrics(name))
-        if states[name] != CURRENT:
-            trained = tested = None
+        trained, tested = recorded(name, states[name])
         reported = REPORTED.get(name)
         rows.append({
             "model": name, "in_study": spec.in_study,
