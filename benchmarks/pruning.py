@@ -138,15 +138,27 @@ def run_search(config, pruner: str, trials: list[dict] | None = None) -> dict:
     seconds = time.perf_counter() - started
     study = optuna.load_study(study_name=tune.study_name(config, MODEL), storage=config.tune.storage)
     return {**summarise(study, pruner), "wall_time_s": round(seconds, 1),
-            "val_accuracy_per_epoch": [[round(value, 4) for value in trial.intermediate_values.values()]
-                                       for trial in study.trials]}
+            "val_accuracy_per_epoch": [[round(value, 4) for value in curve] for curve in trial_curves(study)]}
+
+
+def trial_curves(study) -> list[list[float]]:
+    """Each trial's val accuracy epoch by epoch, from its MLflow run (the pruner sees only tenths)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.study = '{study.study_name}'",
+                              output_format="list")
+    curves = {int(run.data.tags["trial"]): [m.value for m in sorted(
+        client.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+        for run in runs if "trial" in run.data.tags}
+    return [curves.get(trial.number, []) for trial in study.trials]
 
 
 def summarise(study, pruner: str) -> dict:
-    """A search's figures: epochs trained (one reported value per epoch), best value, trials."""
+    """A search's figures: epochs trained, best value, trials."""
     from pipeline import tune
 
-    epochs_per_trial = [len(trial.intermediate_values) for trial in study.trials]
+    epochs_per_trial = [trial.user_attrs.get("epochs_trained", 0) for trial in study.trials]
     return {
         "pruner": pruner,
         "epochs_trained": sum(epochs_per_trial),
@@ -174,11 +186,16 @@ def prune_recorded(config, pruner: str, unpruned: dict) -> dict:
         study.enqueue_trial(params)
         trial = study.ask()
         tune.suggest(trial, tune.search_space(config, MODEL))
-        for epoch, value in enumerate(curve):
-            trial.report(value, epoch)
-            if trial.should_prune():
-                study.tell(trial, state=TrialState.PRUNED)
-                break
+        reporter = tune.ReportToTrial(trial, total_epochs=len(curve))  # judged as the search judges
+        pruned = False
+        try:
+            for epoch, value in enumerate(curve):
+                reporter.on_epoch_end(epoch, {tune.MONITOR: value})
+        except optuna.TrialPruned:
+            pruned = True
+        trial.set_user_attr("epochs_trained", reporter.epochs)
+        if pruned:
+            study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, curve[-1])  # a trial's value is its last epoch's
     return {**summarise(study, pruner), "wall_time_s": None, "recorded": True}

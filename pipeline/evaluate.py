@@ -25,6 +25,7 @@ from pipeline.data import loaders
 from pipeline.data.split import split_checksum
 from pipeline.errors import PipelineError
 from pipeline.inference import class_probabilities
+from pipeline.models import loss_function
 from pipeline.atomic import replacing_file, write_text_atomically
 from pipeline.registry import REGISTRY
 
@@ -36,21 +37,26 @@ def load_trained_model(name: str) -> keras.Model:
     return keras.saving.load_model(path)
 
 
-def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    eps = 1e-7
-    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1.0))))
+def training_loss(labels: np.ndarray, probabilities: np.ndarray, label_smoothing: float) -> float:
+    """The loss training minimised, label smoothing included: for the same weights, the val loss
+    here is the val loss of the training curves."""
+    n_classes = probabilities.shape[1]
+    loss = loss_function(n_classes, label_smoothing)
+    if n_classes == 2:  # the model's one sigmoid unit is the probability of class 1
+        return float(loss(labels.reshape(-1, 1).astype(np.float32), probabilities[:, 1:]))
+    return float(loss(np.eye(n_classes, dtype=np.float32)[labels], probabilities))
 
 
 def accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
-def test_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+def test_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], label_smoothing: float) -> dict:
     predicted = probabilities.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=range(len(classes)), zero_division=0)
     metrics = {
-        "test_loss": cross_entropy(labels, probabilities),
+        "test_loss": training_loss(labels, probabilities, label_smoothing),
         "test_accuracy": accuracy(labels, probabilities),
         "test_size": int(len(labels)),
         "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -84,7 +90,8 @@ def val_metrics(config: Config, name: str, model: keras.Model) -> dict:
     """The saved model on the validation split: the weights scored are the weights kept."""
     images, labels = loaders.load_arrays(config, REGISTRY[name].task, "val", config.model(name).image_size)
     probabilities = class_probabilities(model, images)
-    return {"val_accuracy": accuracy(labels, probabilities), "val_loss": cross_entropy(labels, probabilities)}
+    smoothing = config.model(name).label_smoothing
+    return {"val_accuracy": accuracy(labels, probabilities), "val_loss": training_loss(labels, probabilities, smoothing)}
 
 
 def compared_metrics(val: dict, test: dict, name: str) -> dict:
@@ -103,9 +110,10 @@ def run(config: Config, name: str) -> None:
     classes = loaders.class_names(config, spec.task)
     images, labels = loaders.load_arrays(config, spec.task, "test", config.model(name).image_size)
     probabilities = class_probabilities(model, images)
-    metrics = test_metrics(labels, probabilities, classes)
+    metrics = test_metrics(labels, probabilities, classes, config.model(name).label_smoothing)
     predicted = probabilities.argmax(axis=1)
-    compared = compared_metrics(val_metrics(config, name, model), metrics, name)
+    val = val_metrics(config, name, model)
+    compared = compared_metrics(val, metrics, name)
 
     write_text_atomically(paths.eval_metrics(name), json.dumps(compared, indent=2) + "\n")
     write_text_atomically(paths.test_summary(name), json.dumps(metrics, indent=2) + "\n")
@@ -125,5 +133,5 @@ def run(config: Config, name: str) -> None:
         mlflow.log_artifact(str(matrix_png), "figures")
         mlflow.log_artifact(str(paths.eval_metrics(name)), "metrics")
         mlflow.log_artifact(str(paths.test_summary(name)), "metrics")
-        tracking.record_test_accuracy(name, run.info.run_id, metrics["test_accuracy"])
+        tracking.record_scores(name, run.info.run_id, val["val_accuracy"], metrics["test_accuracy"])
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")

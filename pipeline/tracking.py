@@ -3,7 +3,8 @@
 The training stage opens a model's run and writes its id to a DVC output; evaluate,
 visualize and predict reopen that same run, so everything about a model sits together.
 Each training registers its photo classifier as a new version of the model's registered
-model; evaluation tags the version with its test accuracy and moves the `champion` alias.
+model; evaluation tags the version with its val and test accuracy and moves the `champion`
+alias to the best val accuracy among the versions trained on the same split.
 """
 from __future__ import annotations
 
@@ -167,24 +168,30 @@ def version_of_run(name: str, run_id: str):
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def record_test_accuracy(name: str, run_id: str, accuracy: float) -> str | None:
-    """Tag the run's version with its test accuracy and point `champion` at the best version.
+def record_scores(name: str, run_id: str, val_accuracy: float, test_accuracy: float) -> str | None:
+    """Tag the run's version with its scores and point `champion` at the best version.
 
-    Ties go to the version that holds the alias already, then to the older one: a new version
-    takes the alias only by doing better. Returns the champion's version (None: nothing registered).
+    The champion is chosen on validation accuracy, among the versions trained on the same split
+    as this one (a subset-profile version is never weighed against a full-size one): choosing
+    by test accuracy would be model selection on the test set. The test accuracy is a tag for
+    reporting. Ties go to the version that holds the alias already, then to the older one.
+    Returns the champion's version (None: nothing registered).
     """
     client = mlflow.MlflowClient()
     version = version_of_run(name, run_id)
     if version is None:
-        print(f"warning: run {run_id} registered no version of {name}; no test accuracy recorded")
+        print(f"warning: run {run_id} registered no version of {name}; no scores recorded")
         return None
-    client.set_model_version_tag(name, version.version, "test_accuracy", f"{accuracy:.6f}")
+    client.set_model_version_tag(name, version.version, "val_accuracy", f"{val_accuracy:.6f}")
+    client.set_model_version_tag(name, version.version, "test_accuracy", f"{test_accuracy:.6f}")
     try:
         current = str(client.get_model_version_by_alias(name, CHAMPION).version)
     except mlflow.exceptions.MlflowException:
         current = None
-    scored = [v for v in client.search_model_versions(f"name = '{name}'") if "test_accuracy" in v.tags]
-    best = max(scored, key=lambda v: (float(v.tags["test_accuracy"]), str(v.version) == current, -int(v.version)))
+    split = version.tags.get("split_sha256")
+    rivals = [v for v in client.search_model_versions(f"name = '{name}'")
+              if "val_accuracy" in v.tags and v.tags.get("split_sha256") == split]
+    best = max(rivals, key=lambda v: (float(v.tags["val_accuracy"]), str(v.version) == current, -int(v.version)))
     if str(best.version) != current:
         client.set_registered_model_alias(name, CHAMPION, str(best.version))
     return str(best.version)

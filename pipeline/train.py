@@ -31,6 +31,7 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.atomic import replacing_file, write_text_atomically
 from pipeline.models import build_model, compile_model, vgg16
 from pipeline.registry import REGISTRY
+from pipeline.tuned import searched_values
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
 BACKUP_ROOT = paths.MODELS_DIR / ".backup"
@@ -50,15 +51,10 @@ def make_deterministic(seed: int) -> None:
 
 
 def hyperparameters(config: Config, name: str) -> Hyperparameters:
-    """tuned/<name>.json, what tune@<name> chose (searched, or params.yaml's values when
-    train.use_tuned is false); without it, params.yaml's values unless tuned ones were asked for."""
-    tuned = paths.tuned_file(name)
-    if tuned.exists():
-        chosen = json.loads(tuned.read_text())
-    elif config.train.use_tuned:
-        raise PipelineError(f"{tuned}: not found; run `dvc repro tune@{name}` or set train.use_tuned: false")
-    else:
-        chosen = config.model(name).model_dump()
+    """params.yaml's epochs, learning rate and batch size; with train.use_tuned, the search's
+    choice in tuned/<name>.json, which must come from a search under today's params, split and
+    code (else one line says what changed)."""
+    chosen = searched_values(config, name) if config.train.use_tuned else config.model(name).model_dump()
     return Hyperparameters(int(chosen["epochs"]), float(chosen["learning_rate"]), int(chosen["batch_size"]))
 
 

@@ -14,8 +14,8 @@ can only improve on them on validation.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import math
 import os
 import socket
 import tempfile
@@ -36,6 +36,7 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.atomic import write_text_atomically
 from pipeline.registry import get_spec
 from pipeline.train import Hyperparameters, fit_model, vgg16_weights
+from pipeline.tuned import search_setting, study_name
 
 STORAGE_ENV = "OPTUNA_STORAGE"  # overrides tune.storage, e.g. a shared PostgreSQL for many workers
 N_TRIALS_ENV = "TUNE_N_TRIALS"  # overrides tune.n_trials (the MLproject's n_trials parameter)
@@ -48,6 +49,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that count tow
 STARTUP_TRIALS = 5  # Optuna's default: fewer make the bar a coin toss
 BAR_TRIALS = 3  # finished trials that reached an epoch before it has a bar: one is not a crowd
 WARMUP_EPOCHS = 2  # the first epoch a trial can be pruned at: the first is mostly the random start
+SCHEDULE_STEPS = 10  # trials are compared at each tenth of their schedule, whatever its length
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
 
@@ -59,37 +61,43 @@ def experimental_allowed():
         yield
 
 
-class ReportToTrial(keras.callbacks.Callback):
-    """Report the validation accuracy after each epoch; end the trial when the pruner says so.
+def schedule_step(epochs_done: int, total_epochs: int) -> int:
+    """The tenths of its schedule a trial has trained: the step it reports at.
 
-    optuna_integration's KerasPruningCallback reports Keras' epoch index, which starts again at
-    0 in every phase of a two-phase (fine-tuning) fit; this one counts epochs across phases.
+    The learning rate decays over a trial's own epochs, so epoch 5 of a 5-epoch trial has
+    settled while epoch 5 of a 30-epoch one has not. Compared at the same fraction of their
+    schedules, a long trial is not pruned for being mid-schedule.
+    """
+    return math.floor(SCHEDULE_STEPS * epochs_done / total_epochs)
+
+
+class ReportToTrial(keras.callbacks.Callback):
+    """Report the validation accuracy at each tenth of the schedule; end the trial when the pruner says so.
+
+    A step is reported at the first epoch that reaches it (a short trial skips some), and no
+    trial is judged before WARMUP_EPOCHS epochs. Epochs are counted across the phases of a
+    two-phase (fine-tuning) fit, where Keras' epoch index starts again at 0.
     """
 
-    def __init__(self, trial: optuna.Trial, monitor: str = MONITOR):
+    def __init__(self, trial: optuna.Trial, total_epochs: int, monitor: str = MONITOR):
         super().__init__()
-        self.trial, self.monitor = trial, monitor
+        self.trial, self.total_epochs, self.monitor = trial, total_epochs, monitor
         self.epochs = 0  # epochs trained so far, over all phases
+        self.last_step = -1
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise PipelineError(f"'{self.monitor}' is not among the epoch's metrics: {sorted(logs or {})}")
-        self.trial.report(float(value), step=self.epochs - 1)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {self.epochs} ({self.monitor} {float(value):.4f})")
-
-
-def study_name(config: Config, model: str) -> str:
-    """One study per model and search: new ranges, data or model settings (its params.yaml values
-    too: they are the first trial) start a new study rather than mixing their trials with the
-    old ones; workers with the same params share one."""
-    setting = {"space": config.tune.model_dump(exclude={"storage", "n_trials", "timeout_s"}),
-               "seed": config.seed, "subset_per_class": config.data.subset_per_class,
-               "model": config.model(model).model_dump()}
-    digest = hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"tune-{model}-{digest}"
+        step = schedule_step(self.epochs, self.total_epochs)
+        if step == self.last_step:
+            return
+        self.last_step = step
+        self.trial.report(float(value), step=step)
+        if self.epochs >= WARMUP_EPOCHS and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {self.epochs} of {self.total_epochs} "
+                                     f"({self.monitor} {float(value):.4f})")
 
 
 def worker_id() -> str:
@@ -152,24 +160,18 @@ def open_storage(url: str) -> RDBStorage:
         raise PipelineError(f"{key}: cannot open the study database: {error.orig}") from None
 
 
-def max_epochs(config: Config, model: str) -> int:
-    """The most epochs one trial can train: the searched ones plus any fine-tuning phase."""
-    fine_tune = config.model(model).fine_tune
-    return int(search_space(config, model).epochs.high) + (fine_tune.epochs if fine_tune else 0)
-
-
 def make_pruner(config: Config, model: str) -> optuna.pruners.BasePruner:
-    """A trial whose best validation accuracy so far falls below the bar at its epoch stops: the
-    median of the finished trials at that epoch, or for the percentile pruner the value their top
-    tune.percentile % reach (33: the top third; benchmarks/pruning.py measures the choice).
-    No trial is judged before WARMUP_EPOCHS epochs, nor before STARTUP_TRIALS trials finished,
-    nor at an epoch fewer than BAR_TRIALS finished trials reached."""
+    """A trial whose best validation accuracy so far falls below the bar at its step (a tenth of
+    its schedule) stops: the median of the finished trials at that step, or for the percentile
+    pruner the value their top tune.percentile % reach (33: the top third; benchmarks/pruning.py
+    measures the choice). No trial is judged before WARMUP_EPOCHS epochs, nor before
+    STARTUP_TRIALS trials finished, nor at a step fewer than BAR_TRIALS finished trials reported."""
     if config.tune.pruner in ("median", "percentile"):  # Optuna's median pruner is its 50th percentile
         keep = 50.0 if config.tune.pruner == "median" else config.tune.percentile
         return optuna.pruners.PercentilePruner(keep, n_startup_trials=STARTUP_TRIALS,
-                                               n_warmup_steps=WARMUP_EPOCHS - 1, n_min_trials=BAR_TRIALS)
+                                               n_min_trials=BAR_TRIALS)
     if config.tune.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=WARMUP_EPOCHS, max_resource=max_epochs(config, model))
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=SCHEDULE_STEPS)
     return optuna.pruners.NopPruner()
 
 
@@ -193,6 +195,12 @@ def suggest(trial: optuna.Trial, space: Tune) -> Hyperparameters:
     )
 
 
+def total_epochs(config: Config, model: str, hp: Hyperparameters) -> int:
+    """The epochs of a trial's whole schedule: the searched ones plus any fine-tuning phase."""
+    fine_tune = config.model(model).fine_tune
+    return hp.epochs + (fine_tune.epochs if fine_tune else 0)
+
+
 def make_objective(config: Config, model: str, experiment_id: str):
     """Train one trial's model inside its own nested MLflow run. Training keeps the last epoch's
     model, so the trial's value is the last epoch's val_accuracy, not the best epoch's."""
@@ -202,7 +210,7 @@ def make_objective(config: Config, model: str, experiment_id: str):
         end_dead_runs(trial.study, experiment_id)  # Optuna has just failed the trials of dead workers
         hp = suggest(trial, space)
         trial.set_user_attr("worker", worker_id())
-        reporter = ReportToTrial(trial)
+        reporter = ReportToTrial(trial, total_epochs(config, model, hp))
         state = TrialState.FAIL
         mlflow.start_run(nested=True, run_name=f"trial-{trial.number}",
                          tags={"trial": trial.number, "worker": worker_id(), "study": study_name(config, model)})
@@ -243,11 +251,12 @@ def search_params(config: Config, model: str, target: int) -> dict:
             "batch_size_choices": ",".join(map(str, space.batch_size))}
 
 
-def write_tuned(path: Path, study: optuna.Study) -> dict:
-    """The best trial's hyperparameters, written whole or not at all (temp file + rename)."""
+def write_tuned(path: Path, study: optuna.Study, setting: dict) -> dict:
+    """The best trial's hyperparameters and the setting searched under, written whole or not at all."""
     best = study.best_trial
     record = {**{key: best.params[key] for key in HYPERPARAMETERS},
-              "value": best.value, "trial": best.number, "study": study.study_name, "source": "search"}
+              "value": best.value, "trial": best.number, "study": study.study_name, "source": "search",
+              "setting": setting}
     write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     return record
 
@@ -362,7 +371,7 @@ def run(config: Config, model: str) -> None:
                            callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)])
         if counts(study)["complete"] == 0:
             raise PipelineError(f"{study.study_name}: no trial completed ({counts(study)}); see its runs in MLflow")
-        record = write_tuned(paths.tuned_file(model), study)
+        record = write_tuned(paths.tuned_file(model), study, search_setting(config, model))
         log_summary(study, record)
     trials = ", ".join(f"{count} {state}" for state, count in counts(study).items())
     print(f"{model}: best {MONITOR} {record['value']:.4f} (trial {record['trial']}: epochs {record['epochs']}, "

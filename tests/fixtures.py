@@ -183,7 +183,7 @@ HISTORY_STAND_IN = "epoch,phase,loss,accuracy,val_loss,val_accuracy\n1,train,0.7
 
 def scratch_dvc_project(root: Path) -> Path:
     """A git + DVC project with the real dvc.yaml, params.yaml and code, and a stand-in file for
-    every input and output of tune@, train@ and evaluate@, so `dvc commit` can record those
+    every input and output of the stages from tune@ to report, so `dvc commit` can record those
     stages without running them and `dvc status` then says what a change makes stale."""
     import json
     import shutil
@@ -196,6 +196,13 @@ def scratch_dvc_project(root: Path) -> Path:
     for folder in ("data/split/cats_dogs", "data/split/cifar10", "data/raw/vgg16"):
         (root / folder).mkdir(parents=True)
         (root / folder / "content").write_text(folder)
+    for task in ("cats_dogs", "cifar10"):
+        (root / "reports/splits").mkdir(parents=True, exist_ok=True)
+        summary = {"totals": {"train": 2, "val": 1, "test": 1}, "sha256": task, "source": {}}
+        (root / f"reports/splits/{task}.json").write_text(json.dumps(summary))
+    for output in ("reports/results.md", "reports/compare/cifar10_accuracy.png"):
+        (root / output).parent.mkdir(parents=True, exist_ok=True)
+        (root / output).write_text(output)
     from pipeline.registry import REGISTRY
 
     for name in REGISTRY:
@@ -205,7 +212,8 @@ def scratch_dvc_project(root: Path) -> Path:
         contents = {f"tuned/{name}.json": "{}", f"models/{name}.keras": name, f"models/{name}.run_id": name,
                     f"reports/training/{name}.json": json.dumps(summary), f"reports/history/{name}.csv": HISTORY_STAND_IN,
                     f"metrics/{name}.json": json.dumps(metrics), f"reports/test/{name}.json": "{}",
-                    f"reports/confusion/{name}.csv": "actual,predicted\n", f"reports/confusion/{name}.png": name}
+                    f"reports/confusion/{name}.csv": "actual,predicted\n", f"reports/confusion/{name}.png": name,
+                    f"reports/figures/{name}/curves.png": name}
         for output, content in contents.items():
             (root / output).parent.mkdir(parents=True, exist_ok=True)
             (root / output).write_text(content)

@@ -139,6 +139,19 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
     assert {f"metrics/{name}.json"} <= {a.path for a in client.list_artifacts(run_id, "metrics")}
 
 
+@pytest.mark.parametrize("name", list(TINY))
+def test_val_loss_is_the_training_loss_label_smoothing_included(project, name):
+    """The same weights give the same val loss in metrics/ as in the training curves."""
+    config = tiny_project(project, name)
+    set_params(project / "params.yaml", **{f"train.{name}.label_smoothing": 0.2})
+    config = load_config(project / "params.yaml")
+    train.run(config, name)
+    evaluate.run(config, name)
+    last_epoch = pd.read_csv(paths.history_file(name)).iloc[-1]
+    compared = json.loads(paths.eval_metrics(name).read_text())
+    assert compared["val_loss"] == pytest.approx(last_epoch["val_loss"], abs=1e-4)
+
+
 def test_missing_model_is_one_error_line(project, capsys):
     tiny_project(project, "cifar10_naive")
     assert main(["evaluate", "cifar10_naive"]) == 1

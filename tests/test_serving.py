@@ -188,36 +188,63 @@ def test_the_served_model_loads_neither_training_evaluation_nor_matplotlib(regis
     assert answer["loaded"] == []
 
 
-def test_the_alias_follows_the_better_test_accuracy(registered):
-    first = float(mlflow.MlflowClient().get_model_version(NAME, "1").tags["test_accuracy"])
-    # Another seed, another network: version 2, whose accuracy decides where the alias goes.
+def test_the_alias_follows_the_better_validation_accuracy(registered):
+    client = mlflow.MlflowClient()
+    first = float(client.get_model_version(NAME, "1").tags["val_accuracy"])
+    # Another seed, another network: version 2, whose val accuracy decides where the alias goes.
     set_params(registered / "params.yaml", seed=7)
     second_run = train_and_evaluate(registered)
-    client = mlflow.MlflowClient()
     versions = sorted(client.search_model_versions(f"name = '{NAME}'"), key=lambda v: int(v.version))
     assert [str(v.version) for v in versions] == ["1", "2"] and versions[1].run_id == second_run
-    second = float(versions[1].tags["test_accuracy"])
+    assert all("test_accuracy" in v.tags for v in versions)  # kept for reporting
+    second = float(versions[1].tags["val_accuracy"])
     expected = "2" if second > first else "1"
     assert str(client.get_model_version_by_alias(NAME, tracking.CHAMPION).version) == expected
+
+
+def register_scored(name: str, val_accuracy: float, test_accuracy: float, split: str = "split-a") -> tuple[str, str]:
+    """A real version in a real registry, trained on `split`, scored as evaluate scores it;
+    its run id and the champion's version after the scoring."""
+    client = mlflow.MlflowClient()
+    with mlflow.start_run() as run:
+        pass
+    version = client.create_model_version(name, f"runs:/{run.info.run_id}/classifier", run_id=run.info.run_id,
+                                          tags={"split_sha256": split})
+    champion = tracking.record_scores(name, run.info.run_id, val_accuracy, test_accuracy)
+    assert version.version and champion == str(client.get_model_version_by_alias(name, tracking.CHAMPION).version)
+    return run.info.run_id, champion
+
+
+def test_the_champion_is_chosen_on_validation_never_on_test(project):
+    tracking.use_experiment("rule")
+    mlflow.MlflowClient().create_registered_model("rule")
+    register_scored("rule", val_accuracy=0.80, test_accuracy=0.70)
+    _, champion = register_scored("rule", val_accuracy=0.75, test_accuracy=0.90)  # better test, worse val
+    assert champion == "1"
+    tags = mlflow.MlflowClient().get_model_version("rule", "2").tags
+    assert (tags["val_accuracy"], tags["test_accuracy"]) == ("0.750000", "0.900000")
 
 
 def test_a_worse_new_version_does_not_take_the_alias(project):
     """The rule itself, on real versions in a real registry: better moves it, worse or equal does not."""
     tracking.use_experiment("rule")
-    client = mlflow.MlflowClient()
-    client.create_registered_model("rule")
-    runs = []
-    for accuracy in (0.6, 0.5, 0.6, 0.8):
-        with mlflow.start_run() as run:
-            runs.append(run.info.run_id)
-        client.create_model_version("rule", f"runs:/{run.info.run_id}/classifier", run_id=run.info.run_id)
-        champion = tracking.record_test_accuracy("rule", run.info.run_id, accuracy)
-        assert champion == str(client.get_model_version_by_alias("rule", tracking.CHAMPION).version)
-    history = [client.get_model_version("rule", str(v)).tags["test_accuracy"] for v in range(1, 5)]
-    assert history == ["0.600000", "0.500000", "0.600000", "0.800000"]
-    assert str(client.get_model_version_by_alias("rule", tracking.CHAMPION).version) == "4"
+    mlflow.MlflowClient().create_registered_model("rule")
+    runs, champions = zip(*(register_scored("rule", accuracy, 0.5) for accuracy in (0.6, 0.5, 0.6, 0.8)))
+    assert champions == ("1", "1", "1", "4")
     # Re-evaluating the champion lower hands the alias back to the best of the others, the older on a tie.
-    assert tracking.record_test_accuracy("rule", runs[3], 0.4) == "1"
+    assert tracking.record_scores("rule", runs[3], 0.4, 0.5) == "1"
+
+
+def test_versions_on_another_split_are_not_weighed(project):
+    """A subset-profile version and a full-size one are never compared: the champion is the best
+    of the versions trained on the split just evaluated."""
+    tracking.use_experiment("rule")
+    mlflow.MlflowClient().create_registered_model("rule")
+    register_scored("rule", 0.95, 0.95, split="subset")  # a tiny split scores high by luck
+    _, champion = register_scored("rule", 0.85, 0.84, split="full")
+    assert champion == "2"
+    _, champion = register_scored("rule", 0.80, 0.83, split="full")
+    assert champion == "2"
 
 
 @pytest.mark.slow

@@ -79,6 +79,41 @@ def test_broken_files_are_left_out_counted_and_replaced(project):
     assert left_out["files"] == sorted(f"{c}/{f}" for c in ("Cat", "Dog") for f in BAD_FILES)
 
 
+def test_a_photo_twice_in_the_source_lands_in_one_split_only(project):
+    """The full Microsoft zip holds byte-identical photos under two names (even one in each class
+    folder): each content is drawn once, its copies are left out, counted and replaced."""
+    config = pet_config(project, 20, **{"split.cats_dogs.per_class": 19})
+    pet = paths.raw_dir(config, "cats_dogs") / "PetImages"
+    for copy in range(20, 26):  # copies of cats 0..5 among the cats, and of cat 6 among the dogs
+        (pet / "Cat" / f"{copy}.jpg").write_bytes((pet / "Cat" / f"{copy - 20}.jpg").read_bytes())
+    (pet / "Dog" / "20.jpg").write_bytes((pet / "Cat" / "6.jpg").read_bytes())
+    split.run(config, "cats_dogs")
+
+    root = paths.split_dir(config, "cats_dogs")
+    contents = [path.read_bytes() for path in root.rglob("*.jpg")]
+    assert len(contents) == len(set(contents)) == 38  # 19 + 19, every photo once
+    metrics = read_metrics("cats_dogs")
+    duplicates = [name for name in metrics["left_out"]["files"] if name not in
+                  {f"{c}/{f}" for c in ("Cat", "Dog") for f in BAD_FILES}]
+    assert metrics["duplicates_left_out"] == metrics["left_out"]["by_reason"]["duplicate"] == len(duplicates) > 0
+    assert metrics["totals"] == {"train": 26, "val": 6, "test": 6}
+
+
+def test_cifar10_copies_of_an_image_are_left_out(project):
+    config = cifar_config(project, **{"split.cifar10.per_class": 14})
+    folder = paths.raw_dir(config, "cifar10") / cifar_pickles.FOLDER
+    batch_file = folder / "data_batch_1"
+    batch = pickle.loads(batch_file.read_bytes())
+    batch[b"data"][1] = batch[b"data"][0]  # the second image is a copy of the first
+    batch[b"labels"][1] = batch[b"labels"][0]
+    batch_file.write_bytes(pickle.dumps(batch, protocol=2))
+    split.run(config, "cifar10")
+
+    images = np.concatenate([np.load(paths.split_dir(config, "cifar10") / f"{s}.npz")["images"] for s in SPLITS])
+    assert len({image.tobytes() for image in images}) == len(images) == 140
+    assert read_metrics("cifar10")["duplicates_left_out"] == 1
+
+
 @pytest.mark.parametrize("name, reason", [*BAD_FILES.items(), ("0.jpg", None)])
 def test_jpeg_problem_names_the_reason(project, name, reason):
     pet = make_pet_images(project, 1)
@@ -230,14 +265,16 @@ def test_every_file_the_split_admits_decodes_for_training(project):
     reads it: no admitted file makes TensorFlow's decoder fail, and each keeps its colours."""
     set_params(project / "params.yaml", **{"split.cats_dogs.per_class": 5})
     config = load_config()
-    kinds = file_kinds()
-    for folder in ("Cat", "Dog"):
-        (paths.raw_dir(config, "cats_dogs") / "PetImages" / folder).mkdir(parents=True)
-        for kind, data in kinds.items():
-            (paths.raw_dir(config, "cats_dogs") / "PetImages" / folder / f"{kind}.jpg").write_bytes(data)
+    pet = paths.raw_dir(config, "cats_dogs") / "PetImages"
+    (pet / "Cat").mkdir(parents=True)
+    for kind, data in file_kinds().items():
+        (pet / "Cat" / f"{kind}.jpg").write_bytes(data)
+    (pet / "Dog").mkdir()  # other photos: the same bytes in both folders would be duplicates
+    for index in range(5):
+        (pet / "Dog" / f"dog{index}.jpg").write_bytes(jpeg_bytes(seed=500 + index, size=(48, 48)))
     split.run(config, "cats_dogs")
     admitted = {p.stem for p in paths.split_dir(config, "cats_dogs").rglob("*.jpg")}
-    assert admitted == {kind for kind, reason in FILE_KINDS.items() if reason is None}
+    assert admitted == {kind for kind, reason in FILE_KINDS.items() if reason is None} | {f"dog{i}" for i in range(5)}
     for split_name in SPLITS:
         loaders.load_arrays(config, "cats_dogs", split_name, 40)  # decodes every file of the split
     for path in paths.split_dir(config, "cats_dogs").rglob("*.jpg"):

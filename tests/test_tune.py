@@ -21,7 +21,7 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from pipeline import paths, tracking, tune
+from pipeline import paths, tracking, tune, tuned
 from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.registry import REGISTRY
@@ -127,7 +127,7 @@ def test_study_end_to_end(tiny_study):
     # The best trial's hyperparameters, which training takes.
     record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
     assert record == {**best.params, "value": best.value, "trial": best.number, "study": study_of(tiny_study),
-                      "source": "search"}
+                      "source": "search", "setting": tuned.search_setting(load_config(), MODEL)}
     assert hyperparameters(load_config(), MODEL) == Hyperparameters(**best.params)
 
 
@@ -203,25 +203,55 @@ def fake_fit(curve: list[float]):
 
 def test_trial_value_is_the_last_epochs_not_the_best(tiny_study, monkeypatch):
     """Training keeps the last epoch's model: a trial whose best epoch came earlier is worth its last."""
-    set_params(tiny_study / "params.yaml", **{"tune.n_trials": 1, "tune.pruner": "none"})
+    set_params(tiny_study / "params.yaml", **{"tune.n_trials": 1, "tune.pruner": "none", f"train.{MODEL}.epochs": 3})
     monkeypatch.setattr(tune, "fit_model", fake_fit([0.5, 0.9, 0.6]))
     assert main(["tune", MODEL]) == 0
 
     (trial,) = load(tiny_study).trials
     assert trial.value == 0.6
-    assert trial.intermediate_values == {0: 0.5, 1: 0.9, 2: 0.6}  # what the pruner saw, epoch by epoch
+    assert trial.intermediate_values == {3: 0.5, 6: 0.9, 10: 0.6}  # what the pruner saw, by tenths of the schedule
     record = json.loads((tiny_study / "tuned" / f"{MODEL}.json").read_text())
     assert record["value"] == 0.6
     assert runs_of(parent_runs(tiny_study).iloc[0].run_id)["metrics.final_val_accuracy"].tolist() == [0.6]
 
 
-@pytest.mark.parametrize("use_tuned", [False, True])
-def test_training_reads_the_tuned_file_whenever_it_is_there(project, use_tuned):
-    set_params(project / "params.yaml", **{"train.use_tuned": use_tuned})
+def write_searched(config, epochs: int = 7) -> None:
+    """A tuned file as a finished search under `config` writes it."""
     path = paths.tuned_file(MODEL)
-    path.parent.mkdir()
-    path.write_text(json.dumps({"epochs": 7, "learning_rate": 0.005, "batch_size": 16, "source": "search"}))
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"epochs": epochs, "learning_rate": 0.005, "batch_size": 16, "source": "search",
+                                "setting": tuned.search_setting(config, MODEL)}))
+
+
+def test_training_takes_a_search_s_values_only_with_use_tuned(project):
+    write_searched(load_config())
+    params = load_config().model(MODEL)
+    assert hyperparameters(load_config(), MODEL) == Hyperparameters(params.epochs, params.learning_rate,
+                                                                  params.batch_size)
+    set_params(project / "params.yaml", **{"train.use_tuned": True})
+    write_searched(load_config())
     assert hyperparameters(load_config(), MODEL) == Hyperparameters(7, 0.005, 16)
+
+
+def test_a_tuned_file_from_other_params_stops_training_saying_what_changed(project, capsys):
+    """After params.yaml changes, the old search's values are not trained with in silence."""
+    set_params(project / "params.yaml", **{"train.use_tuned": True})
+    write_searched(load_config())
+    dropout = load_config().model(MODEL).dropout
+    set_params(project / "params.yaml", **{f"train.{MODEL}.dropout": dropout + 0.125, "seed": 7})
+    assert main(["train", MODEL]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"train.{MODEL}.dropout {dropout} -> {dropout + 0.125}" in line and "seed 42 -> 7" in line
+    assert f"dvc repro tune@{MODEL}" in line
+
+
+def test_params_values_in_the_tuned_file_are_no_search(project, capsys):
+    set_params(project / "params.yaml", **{"train.use_tuned": True})
+    paths.tuned_file(MODEL).parent.mkdir()
+    paths.tuned_file(MODEL).write_text(json.dumps({"epochs": 7, "learning_rate": 0.005, "batch_size": 16,
+                                                   "source": "params.yaml"}))
+    assert main(["train", MODEL]) == 1
+    assert "not a search's" in capsys.readouterr().err
 
 
 def test_training_without_tuned_file(project, capsys):
@@ -375,7 +405,41 @@ def seed_good_trials(project: Path, count: int, epochs: int) -> None:
     for _ in range(count):
         study.add_trial(optuna.trial.create_trial(
             params={"epochs": epochs, "learning_rate": 0.001, "batch_size": 32}, distributions=distributions,
-            value=1.0, intermediate_values={step: 1.0 for step in range(epochs)}))
+            value=1.0, intermediate_values={tune.schedule_step(done, epochs): 1.0 for done in range(1, epochs + 1)}))
+
+
+def run_trial(study: optuna.Study, curve: list[float]) -> bool:
+    """A trial whose val accuracy follows `curve` over its epochs, reported as training reports
+    it; whether the pruner stopped it. A finished trial is told its last value."""
+    trial = study.ask()
+    reporter = tune.ReportToTrial(trial, total_epochs=len(curve))
+    try:
+        for epoch, value in enumerate(curve):
+            reporter.on_epoch_end(epoch, {"val_accuracy": value})
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return True
+    study.tell(trial, curve[-1])
+    return False
+
+
+def rising(start: float, end: float, epochs: int) -> list[float]:
+    """A curve that climbs from start to end over the epochs, as under a decaying learning rate."""
+    return list(np.linspace(start, end, epochs))
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile"])
+def test_a_long_trial_is_not_pruned_for_being_mid_schedule(tiny_study, pruner):
+    """Short trials settle early (their learning rate has decayed by their last epoch); a long
+    one, better at every fraction of its schedule, is still climbing at their last epoch. It
+    must be compared with them at the same fraction of its schedule, not at the same epoch."""
+    set_params(tiny_study / "params.yaml", **{"tune.pruner": pruner})
+    study = optuna.create_study(direction="maximize", pruner=tune.make_pruner(load_config(), MODEL))
+    for _ in range(tune.STARTUP_TRIALS):
+        assert not run_trial(study, rising(0.50, 0.80, 4))
+    assert not run_trial(study, rising(0.52, 0.85, 20))  # below 0.80 until its 13th epoch
+    # ...while a long trial that is worse at the same fractions is pruned.
+    assert run_trial(study, rising(0.30, 0.60, 20))
 
 
 @pytest.mark.parametrize("pruner", ["median", "percentile"])
@@ -481,3 +545,37 @@ def test_a_relative_sqlite_study_lies_in_the_project_even_in_a_dvc_temp_experime
     assert tune.storage_url(config) == f"sqlite:///{project / 'original' / 'optuna.db'}"
     monkeypatch.setenv(tune.STORAGE_ENV, "postgresql+psycopg2://optuna@db/optuna")
     assert tune.storage_url(config) == "postgresql+psycopg2://optuna@db/optuna"
+
+
+def nested_trials_of_each_search(project: Path) -> list[int]:
+    """For each search run of the model (oldest first), how many trial runs it holds."""
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    searches = mlflow.search_runs(experiment_names=["cifar10"], filter_string="tags.dvc_stage = 'tune@cifar10_naive'",
+                                  order_by=["attributes.start_time ASC"])
+    return [len(runs_of(run_id)) for run_id in searches.run_id]
+
+
+def test_a_new_split_starts_a_new_search_rather_than_reuse_the_finished_one(tiny_study, monkeypatch):
+    set_params(tiny_study / "params.yaml", **{"tune.n_trials": 2, "tune.pruner": "none"})
+    monkeypatch.setattr(tune, "fit_model", fake_fit([0.5, 0.6]))
+    summary = paths.split_summary("cifar10")
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"sha256": "a" * 64}))
+    assert main(["tune", MODEL]) == 0
+    assert main(["tune", MODEL]) == 0  # the same split: the finished study, no trial trained again
+    summary.write_text(json.dumps({"sha256": "b" * 64}))  # the split stage ran on other data
+    assert main(["tune", MODEL]) == 0
+    assert nested_trials_of_each_search(tiny_study) == [2, 0, 2]
+    record = json.loads(paths.tuned_file(MODEL).read_text())
+    assert record["setting"]["split sha256"] == "b" * 64
+
+
+def test_a_change_to_the_model_code_names_another_study(tiny_study, tmp_path, monkeypatch):
+    package = tmp_path / "package"
+    shutil.copytree(ROOT / "pipeline", package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(tuned, "PACKAGE", package)
+    config = load_config()
+    before = tuned.study_name(config, MODEL)
+    with (package / "models" / "naive.py").open("a") as code:
+        code.write("# another network\n")
+    assert tuned.study_name(config, MODEL) != before

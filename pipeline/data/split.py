@@ -3,12 +3,14 @@
 cats_dogs: N cats and N dogs drawn at random from Microsoft's PetImages. Each candidate is
 decoded with Pillow, which says what is wrong with a bad file, and with TensorFlow, the decoder
 training uses; the files that are no usable JPEG (empty, not an image, another format,
-truncated or corrupt) are left out, counted by reason and replaced by the next candidate, so the
-sample stays N + N. The files are copied to split/{train,val,test}/{cats,dogs}/<original name>.
+truncated or corrupt), and byte-identical copies of an image already drawn, are left out,
+counted by reason and replaced by the next candidate, so the sample stays N + N and no photo
+sits in two splits. The files are copied to split/{train,val,test}/{cats,dogs}/<original name>.
 
 cifar10: the 60000 images of the official pickles pooled, N per class sampled and split per
 class, written as split/{train,val,test}.npz (uint8 HWC RGB images, int64 labels) and
-split/classes.json. The pickles are read by `cifar_pickles`.
+split/classes.json. The pickles are read by `cifar_pickles`; a byte-identical copy of an earlier
+image would be left out (the official 60000 have none).
 
 Both write reports/splits/<task>.json with a sha256 of the split's content, which training tags
 its MLflow runs with. The split is built in a sibling folder and renamed into place at the end,
@@ -37,6 +39,7 @@ from pipeline.progress import progress_bar
 
 PET_CLASSES = {"Cat": "cats", "Dog": "dogs"}  # Microsoft's folder -> the split's class folder
 JPEG_MAGIC = b"\xff\xd8\xff"
+DUPLICATE = "duplicate"  # the reason a byte-identical copy of an image already drawn is left out
 
 
 def run(config: Config, task: str) -> None:
@@ -107,6 +110,7 @@ def split_summary(config: Config, task: str, counts: dict, left_out: dict[str, s
             "by_reason": dict(sorted(Counter(left_out.values()).items())),
             "files": sorted(left_out),
         },
+        "duplicates_left_out": sum(reason == DUPLICATE for reason in left_out.values()),
         "sha256": digest,
         "source": source_record(config, task),
     }
@@ -136,16 +140,17 @@ def split_cats_dogs(config: Config) -> dict:
     sizes = split_sizes(config, task)
     counts = {split: {name: sizes[split] for name in PET_CLASSES.values()} for split in SPLITS}
     left_out: dict[str, str] = {}  # "Cat/666.jpg" -> why it was left out
+    drawn: set[str] = set()  # sha256 of every image taken, over both classes: each content once
     with replacing_folder(paths.split_dir(config, task)) as staging:
         for index, (folder, name) in enumerate(PET_CLASSES.items()):
             # One generator per class: the cats drawn do not depend on how many dogs there are.
             rng = np.random.default_rng([config.seed, index])
             candidates = shuffled(sorted(p for p in (pet / folder).iterdir() if p.is_file()), rng)
-            copied = copy_sample(candidates, split_labels(sizes), staging, name, left_out)
+            copied = copy_sample(candidates, split_labels(sizes), staging, name, left_out, drawn)
             if copied < config.per_class(task):
                 raise ConfigError(
                     f"{per_class_key(config, task)}: {config.per_class(task)} {name} wanted but "
-                    f"{pet / folder} holds only {copied} readable JPEGs"
+                    f"{pet / folder} holds only {copied} readable JPEGs that are not copies of one drawn already"
                 )
         digest = folder_digest(staging)
     return split_summary(config, task, counts, left_out, digest)
@@ -156,7 +161,7 @@ def shuffled(files: list[Path], rng: np.random.Generator) -> list[Path]:
 
 
 def copy_sample(
-    candidates: list[Path], labels: list[str], staging: Path, name: str, left_out: dict[str, str]
+    candidates: list[Path], labels: list[str], staging: Path, name: str, left_out: dict[str, str], drawn: set[str]
 ) -> int:
     """Copy the first good candidates to staging/<split>/<name>/, one per label; return how many."""
     for split in SPLITS:
@@ -164,21 +169,27 @@ def copy_sample(
     copied = 0
     with progress_bar(f"split {name}", total=len(labels), unit="img") as bar:
         # zip stops at the last label, so no candidate is decoded beyond the ones needed.
-        for split, (path, data) in zip(labels, readable_jpegs(candidates, left_out)):
+        for split, (path, data) in zip(labels, readable_jpegs(candidates, left_out, drawn)):
             (staging / split / name / path.name).write_bytes(data)
             copied += 1
             bar.update()
     return copied
 
 
-def readable_jpegs(candidates: list[Path], left_out: dict[str, str]) -> Iterator[tuple[Path, bytes]]:
-    """The usable candidates with their bytes, in order; the others go to left_out with the reason."""
+def readable_jpegs(candidates: list[Path], left_out: dict[str, str], drawn: set[str]) -> Iterator[tuple[Path, bytes]]:
+    """The usable candidates with their bytes, in order; the others go to left_out with the reason.
+
+    A byte-identical copy of an image already drawn is left out too: the same photo in train
+    and test would be scored on what the model was trained on.
+    """
     for path in candidates:
         data = path.read_bytes()
-        problem = jpeg_problem(path.name, data)
+        content = hashlib.sha256(data).hexdigest()
+        problem = jpeg_problem(path.name, data) or (DUPLICATE if content in drawn else None)
         if problem:
             left_out[f"{path.parent.name}/{path.name}"] = problem
         else:
+            drawn.add(content)
             yield path, data
 
 
@@ -226,11 +237,12 @@ def split_cifar10(config: Config) -> dict:
     require_folder(folder, task)
     classes = cifar_pickles.read_class_names(folder / "batches.meta")
     images, labels = cifar_pickles.read_batches(folder, len(classes))
+    unique, left_out = first_copies(images)
     sizes = split_sizes(config, task)
     rng = np.random.default_rng(config.seed)
     chosen = {split: [] for split in SPLITS}
     for label, name in enumerate(classes):
-        members = np.flatnonzero(labels == label)
+        members = np.flatnonzero((labels == label) & unique)
         if len(members) < config.per_class(task):
             raise ConfigError(
                 f"{per_class_key(config, task)}: {config.per_class(task)} images per class wanted "
@@ -246,4 +258,16 @@ def split_cifar10(config: Config) -> dict:
         (staging / "classes.json").write_text(json.dumps(classes) + "\n")
         digest = folder_digest(staging)
     counts = {split: {name: sizes[split] for name in classes} for split in SPLITS}
-    return split_summary(config, task, counts, {}, digest)
+    return split_summary(config, task, counts, left_out, digest)
+
+
+def first_copies(images: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+    """Which images are the first of their content (byte-identical copies after it are left
+    out, so no image sits in two splits), and the left-out ones by position in the pickles."""
+    seen: set[bytes] = set()
+    unique = np.ones(len(images), dtype=bool)
+    for index, image in enumerate(images):
+        content = hashlib.sha256(image.tobytes()).digest()
+        unique[index] = content not in seen
+        seen.add(content)
+    return unique, {f"image {index}": DUPLICATE for index in np.flatnonzero(~unique)}

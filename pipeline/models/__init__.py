@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from pipeline.config import Model
 
-__all__ = ["build_model", "compile_model"]
+__all__ = ["build_model", "compile_model", "loss_function"]
 
 
 def build_model(name: str, params: Model, vgg16_weights: Path | None = None) -> keras.Model:
@@ -36,10 +36,19 @@ def compile_model(model: keras.Model, n_classes: int, learning_rate: float, deca
     import keras
 
     if n_classes == 2:
-        loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
         accuracy = keras.metrics.BinaryAccuracy(name="accuracy")
     else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
         accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps) if decay_steps else learning_rate
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=[accuracy])
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss_function(n_classes, label_smoothing),
+                  metrics=[accuracy])
+
+
+def loss_function(n_classes: int, label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """The cross-entropy training minimises, which evaluation reports too: binary on one sigmoid
+    unit for two classes, categorical on one-hot targets otherwise."""
+    import keras
+
+    if n_classes == 2:
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)

@@ -1,0 +1,41 @@
+"""The subset profile CI runs: params.yaml shrunk so the whole DAG (every model) trains in minutes.
+
+Usage: python .ci/subset_params.py MIRROR   (in the project's folder; rewrites its params.yaml)
+"""
+import hashlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path.cwd()))
+from pipeline.config import load_config  # noqa: E402
+from pipeline.registry import REGISTRY  # noqa: E402
+from tests.fixtures import set_params  # noqa: E402
+
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+VGG16_WEIGHTS = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def subset_overrides(mirror: Path) -> dict:
+    overrides = {
+        "data.subset_per_class": 50,
+        # The mirror's files are not the upstream ones: their own checksums, sizes unknown.
+        "sources.cifar10.checksum": sha256(mirror / CIFAR_ARCHIVE), "sources.cifar10.size": None,
+        "sources.vgg16.checksum": sha256(mirror / VGG16_WEIGHTS),
+        "tune.n_trials": 2, "tune.epochs": {"low": 1, "high": 2},
+        # Gradient ascent through VGG16 on two CPU cores is slow: fewer steps and filters.
+        "visualize.ascent_steps": 5, "visualize.filters_per_layer": 4,
+    }
+    config = load_config()
+    for model in REGISTRY:  # every model of the registry, two epochs (fine-tuning one)
+        overrides[f"train.{model}.epochs"] = 2
+        if config.model(model).fine_tune:
+            overrides[f"train.{model}.fine_tune.epochs"] = 1
+    return overrides
+
+
+if __name__ == "__main__":
+    set_params(Path("params.yaml"), **subset_overrides(Path(sys.argv[1])))
