@@ -72,23 +72,30 @@ def example_photo(size: int) -> bytes:
     return tf.io.encode_jpeg(tf.fill((size, size, 3), tf.constant(127, tf.uint8))).numpy()
 
 
-def log_classifier(network, network_file: Path, classes: list[str], registered_name: str):
-    """Log the photo classifier to the active run and register it as a new version of `registered_name`.
-
-    It is logged as code (serving_model.py) with the `pipeline` package beside it, so any machine
-    with the requirements loads it, and nothing is unpickled.
-    """
+def classifier_arguments(network, network_file: Path, classes: list[str]) -> dict:
+    """How MLflow stores the photo classifier: as code (serving_model.py) with the `pipeline`
+    package beside it, so any machine with the requirements loads it, and nothing is unpickled."""
     import keras
     import tensorflow as tf
 
     example = pd.DataFrame({IMAGE_COLUMN: [example_photo(network.input_shape[1])]})
     signature = infer_signature(example, PhotoClassifier(network, classes).predict(None, example))
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
-    return mlflow.pyfunc.log_model(
-        name=LOGGED_NAME, python_model=Path(__file__).with_name("serving_model.py"),
-        artifacts={NETWORK_ARTIFACT: str(network_file)},
-        model_config={"classes": classes}, code_paths=[str(Path(__file__).parent)], signature=signature,
-        input_example=example, pip_requirements=requirements, registered_model_name=registered_name)
+    return {"python_model": Path(__file__).with_name("serving_model.py"),
+            "artifacts": {NETWORK_ARTIFACT: str(network_file)}, "model_config": {"classes": classes},
+            "code_paths": [str(Path(__file__).parent)], "signature": signature, "input_example": example,
+            "pip_requirements": requirements}
+
+
+def log_classifier(network, network_file: Path, classes: list[str], registered_name: str):
+    """Log the photo classifier to the active run and register it as a new version of `registered_name`."""
+    return mlflow.pyfunc.log_model(name=LOGGED_NAME, registered_model_name=registered_name,
+                                   **classifier_arguments(network, network_file, classes))
+
+
+def save_classifier(network, network_file: Path, classes: list[str], path: Path) -> None:
+    """The same classifier saved to a folder, outside any run (benchmarks)."""
+    mlflow.pyfunc.save_model(path, **classifier_arguments(network, network_file, classes))
 
 
 def unwrap(model) -> PhotoClassifier | None:

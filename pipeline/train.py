@@ -1,10 +1,11 @@
 """Stage train@<model>: fit one model of the registry and record it in MLflow.
 
-From-scratch models train on a tf.data pipeline. The VGG16 models never run a frozen part
-of the network more than once per image: its features are computed once and the layers
-above train on them. Only augmentation (which changes the input every epoch) forces the
-whole network to run each epoch, in every phase: a model with `augment` trains on
-augmented images from its first epoch to its last.
+From-scratch models train on a tf.data pipeline, which augments the training images (a
+model's `augment`) anew each epoch. The VGG16 models never run a frozen part of the network
+more than once per image: its features are computed once and the layers above train on them.
+Only augmentation (which changes the input every epoch) forces the whole network to run each
+epoch, in every phase: a model with `augment` trains on augmented images from its first epoch
+to its last.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ import tensorflow as tf
 
 from pipeline import paths, serving, tracking
 from pipeline.hardware import machine
-from pipeline.config import Config
+from pipeline.config import Augment, Config
 from pipeline.data import loaders
+from pipeline.data.augment import augmented
 from pipeline.data.split import split_checksum
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.atomic import replacing_file, write_text_atomically
@@ -159,10 +161,11 @@ def weights_origin(path: Path) -> str:
         return "STAND-IN (random init, not ImageNet)" if "standin" in h5.attrs else "imagenet"
 
 
-def augmented_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled batches of in-memory images for a model whose augmentation layers change them each epoch."""
-    return tf.data.Dataset.from_tensor_slices((images, targets)) \
-        .shuffle(len(images), seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def augmented_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, augment: Augment,
+                      seed: int) -> tf.data.Dataset:
+    """Shuffled batches of in-memory images, augmented anew each epoch."""
+    batches = tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=seed).batch(batch_size)
+    return augmented(batches, augment, seed).prefetch(tf.data.AUTOTUNE)
 
 
 def cosine_steps(params, epochs: int, steps_per_epoch: int) -> int | None:
@@ -192,7 +195,7 @@ def train_vgg16_on_images(config: Config, run: Run, model: keras.Model, hp: Hype
     the whole model on augmented batches, with the base frozen, then with its top unfrozen."""
     params = config.model(run.name)
     tune, batches = params.fine_tune, math.ceil(len(train[0]) / hp.batch_size)
-    images = augmented_batches(*train, hp.batch_size, config.seed)
+    images = augmented_batches(*train, hp.batch_size, params.augment, config.seed)
     val_data = tf.data.Dataset.from_tensor_slices(val).batch(hp.batch_size)
     compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing)
     histories = [fit_phase(model, images, val_data, run, "head", hp.epochs, 0)]
@@ -236,7 +239,8 @@ def train_from_scratch(config: Config, run: Run, model: keras.Model, hp: Hyperpa
     spec, params = REGISTRY[run.name], config.model(run.name)
     if params.fine_tune is not None:  # refused rather than ignored: the model has no pretrained base
         raise ConfigError(f"train.{run.name}.fine_tune: only the VGG16 models have a base to fine-tune")
-    train_data = loaders.make_dataset(config, spec.task, "train", params.image_size, hp.batch_size, shuffle=True)
+    train_data = loaders.make_dataset(config, spec.task, "train", params.image_size, hp.batch_size, shuffle=True,
+                                      augment=params.augment)
     val_data = loaders.make_dataset(config, spec.task, "val", params.image_size, hp.batch_size)
     steps = cosine_steps(params, hp.epochs, int(train_data.cardinality()))
     compile_model(model, spec.n_classes, hp.learning_rate, steps, params.label_smoothing)

@@ -15,7 +15,7 @@ from pipeline.registry import REGISTRY, get_spec
 from pipeline.models.vgg16 import unfreeze_top
 
 AUGMENT = Augment(flip=True, rotation=0.1, zoom=0.2, translation=0.1, contrast=0.2)
-# The layers the study's figures list; input, augmentation and rescaling are this project's.
+# The layers the study's figures list; input and rescaling are this project's.
 FIGURE_LAYERS = (
     keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.BatchNormalization,
     keras.layers.Dropout, keras.layers.Flatten, keras.layers.Dense, keras.layers.Add,
@@ -105,7 +105,7 @@ def test_cats_dogs_naive_is_fig1():
     assert model.count_params() == 1_847_233
     assert non_trainable_count(model) == 128
     assert figure_layers(model) == FIG1
-    assert [layer.name for layer in model.layers[:3]] == ["image", "augment", "rescale"]
+    assert [layer.name for layer in model.layers[:3]] == ["image", "rescale", "conv1"]  # augmentation is the input pipeline's
 
 
 def test_cifar10_naive_is_fig2():
@@ -147,19 +147,11 @@ def test_cifar10_inception_sits_between_pool3_and_conv4():
     assert model.count_params() == 883_082  # the naive CNN's 374,986, its conv4 widened, plus the block
 
 
-def test_augmentation_only_in_training():
-    model = build_model("cifar10_naive", params(32, augment=AUGMENT))
-    augment = model.get_layer("augment")
-    assert [type(layer).__name__ for layer in augment.layers] == [
-        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast"]
-    images = random_images(4, 32)
-    assert not np.allclose(augment(images, training=True), images)
-    np.testing.assert_array_equal(augment(images, training=False), images)
-
-
-def test_no_augmentation_layer_without_augment():
-    model = build_model("cifar10_residual", params(32))
-    assert "augment" not in [layer.name for layer in model.layers]
+def test_a_model_is_the_same_network_with_or_without_augment():
+    """Augmentation lives in the input pipeline: `augment` changes nothing in the saved model."""
+    plain, augmenting = build_model("cifar10_residual", params(32)), build_model("cifar10_residual", params(32, augment=AUGMENT))
+    assert [layer.name for layer in plain.layers] == [layer.name for layer in augmenting.layers]
+    assert "augment" not in [layer.name for layer in plain.layers]
 
 
 def test_compile_model_losses_and_accuracy():
@@ -225,7 +217,7 @@ def test_saved_model_loads_safely_with_same_predictions(tmp_path):
 
 def test_vgg16_layout(vgg_model):
     assert vgg_model.name == "cats_dogs_vgg16_finetune_aug"
-    assert [layer.name for layer in vgg_model.layers] == ["image", "augment", "vgg_preprocess", "vgg16", "head"]
+    assert [layer.name for layer in vgg_model.layers] == ["image", "vgg_preprocess", "vgg16", "head"]
     base = vgg_model.get_layer("vgg16")
     assert base.count_params() == 14_714_688
     assert not base.trainable and not base.trainable_weights

@@ -169,3 +169,21 @@ def test_unknown_model_is_one_error_line(trained, capsys, reference):
     assert code == 1 and out == ""
     errors = err.strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith("error: ") and reference in errors[0]
+
+
+def test_predict_and_the_served_model_never_call_model_predict(trained, capsys, monkeypatch):
+    """Model.predict sets itself up anew on every call (tens of milliseconds): the CLI and the
+    served photo classifier run the network through the compiled forward pass instead."""
+    good = files(trained, "good.jpg", "good2.png")
+    assert main(["predict", "--model", NAME, *good]) == 0
+    expected = predicted_lines(capsys.readouterr().out)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("keras.Model.predict was called")
+
+    monkeypatch.setattr(keras.Model, "predict", refuse)
+    assert main(["predict", "--model", NAME, *good]) == 0
+    assert predicted_lines(capsys.readouterr().out) == expected
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    answer = served.predict(pd.DataFrame({"image": [open(path, "rb").read() for path in good]}))
+    assert list(answer["label"]) == [label for label, _ in expected.values()]

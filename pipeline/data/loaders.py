@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import paths
-from pipeline.config import Config
+from pipeline.config import Augment, Config
+from pipeline.data.augment import augmented
 from pipeline.errors import PipelineError
 
 CATS_DOGS_CLASSES = ["cats", "dogs"]
@@ -84,8 +85,10 @@ def make_dataset(
     image_size: int,
     batch_size: int,
     shuffle: bool = False,
+    augment: Augment | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (images, targets): decoded and resized once, cached, shuffled per epoch, prefetched."""
+    """Batches of (images, targets): decoded and resized once, cached, shuffled per epoch,
+    augmented anew each epoch if `augment` says how, prefetched."""
     n_classes = len(class_names(config, task))
     if task == "cifar10":
         images, labels = load_arrays(config, task, split, image_size)
@@ -97,4 +100,7 @@ def make_dataset(
     dataset = dataset.cache()
     if shuffle:
         dataset = dataset.shuffle(10_000, seed=config.seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if augment is not None:
+        dataset = augmented(dataset, augment, config.seed)
+    return dataset.prefetch(AUTOTUNE)

@@ -1,9 +1,13 @@
-"""Pieces every architecture shares: the input stem, augmentation and the classifier output."""
+"""Pieces every architecture shares: the input and the classifier output.
+
+Augmentation is not part of a model: the input pipeline does it (pipeline/data/augment.py), so
+a saved model is the network alone, the same in training and at inference.
+"""
 from __future__ import annotations
 
 import keras
 
-from pipeline.config import Augment, Model
+from pipeline.config import Model
 from pipeline.errors import ConfigError
 
 
@@ -13,34 +17,15 @@ def check_image_size(name: str, params: Model, minimum: int) -> None:
         raise ConfigError(f"train.{name}.image_size: must be at least {minimum} for this architecture")
 
 
-def augmentation(augment: Augment) -> keras.Sequential | None:
-    """Random flips, rotations, zooms, shifts and contrast; Keras applies them only in training."""
-    layers = []
-    if augment.flip:
-        layers.append(keras.layers.RandomFlip("horizontal"))
-    if augment.rotation:
-        layers.append(keras.layers.RandomRotation(augment.rotation))
-    if augment.zoom:
-        layers.append(keras.layers.RandomZoom(augment.zoom))
-    if augment.translation:
-        layers.append(keras.layers.RandomTranslation(augment.translation, augment.translation))
-    if augment.contrast:
-        # Images arrive as 0..255, RandomContrast's default value range.
-        layers.append(keras.layers.RandomContrast(augment.contrast))
-    return keras.Sequential(layers, name="augment") if layers else None
-
-
-def image_input(params: Model) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """The model input (raw 0..255 pixels) and the tensor after augmentation, if any."""
-    inputs = keras.Input(shape=(params.image_size, params.image_size, 3), name="image")
-    augment = augmentation(params.augment) if params.augment else None
-    return inputs, augment(inputs) if augment else inputs
+def image_input(params: Model) -> keras.KerasTensor:
+    """The model input: raw 0..255 pixels."""
+    return keras.Input(shape=(params.image_size, params.image_size, 3), name="image")
 
 
 def scratch_input(params: Model) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """Input, augmentation, then 0..255 -> 0..1: a from-scratch model works on raw pixels."""
-    inputs, x = image_input(params)
-    return inputs, keras.layers.Rescaling(1 / 255, name="rescale")(x)
+    """Input, then 0..255 -> 0..1: a from-scratch model works on raw pixels."""
+    inputs = image_input(params)
+    return inputs, keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
 
 
 def output_layer(n_classes: int) -> keras.layers.Dense:

@@ -1,6 +1,6 @@
 """The cats-vs-dogs classifier on the VGG16 convolutional base (frozen, then optionally fine-tuned).
 
-Top-level layers: image -> [augment] -> vgg_preprocess -> vgg16 -> head. The training code
+Top-level layers: image -> vgg_preprocess -> vgg16 -> head. The training code
 relies on these names: it runs `vgg16` once to cache features (`frozen_features`), trains
 `head` on them, and for fine-tuning unfreezes the top of `vgg16` with `unfreeze_top` and
 trains that part alone (`submodel`) on the features cached below it (`layer_before`).
@@ -67,8 +67,8 @@ def build_cats_dogs(name: str, params: Model, weights: Path | None = None) -> ke
     """`weights`: a local copy of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or None
     for random weights (tests); never 'imagenet', which would need a download."""
     check_image_size(name, params, MIN_IMAGE_SIZE)
-    inputs, x = image_input(params)
-    x = vgg_preprocess_layer()(x)
+    inputs = image_input(params)
+    x = vgg_preprocess_layer()(inputs)
     base = vgg16_base(params.image_size, weights)
     x = base(x)
     outputs = classifier_head(base.output.shape[1:], params.dropout)(x)
@@ -121,10 +121,7 @@ def submodel(model: keras.Model, first: str, last: str | None = None) -> keras.M
 
 
 def frozen_features(model: keras.Model, images: np.ndarray, until: str) -> np.ndarray:
-    """Run preprocessing and the frozen VGG16 layers up to `until` once, in inference mode.
-
-    The augmentation layers are left out: cached features are of the images as they are.
-    """
+    """Run preprocessing and the frozen VGG16 layers up to `until` once, in inference mode."""
     base = model.get_layer("vgg16")
     inputs = keras.Input(shape=images.shape[1:])
     x = model.get_layer("vgg_preprocess")(inputs)
