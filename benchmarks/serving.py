@@ -24,7 +24,6 @@ import base64
 import json
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys

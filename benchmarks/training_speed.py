@@ -33,43 +33,22 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from pipeline.hardware import machine  # noqa: E402
+from real_split import CLASSES, write_split  # noqa: E402
 from tests.fixtures import set_params  # noqa: E402
 
-SHARED_DATA = ROOT.parent / "shared" / "data"
-SOURCES = {"cats_dogs": "cats_dogs/PetImages/{}/*.jpg", "cifar10": "cifar10/jpg/*/{}/*.jpg"}  # {}: class folder
-CLASSES = {"cats_dogs": {"cats": "Cat", "dogs": "Dog"},
-           "cifar10": {name: name for name in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                               "horse", "ship", "truck")}}
 PER_CLASS = {"cats_dogs": {"train": 350, "val": 75, "test": 2}, "cifar10": {"train": 750, "val": 100, "test": 2}}
 
 
 def make_split(data_root: Path, seed: int = 0) -> None:
-    """data_root/split/<task> in the layout the split stage writes, from the real images."""
+    """data_root/split/<task>: the same real images for both sides."""
     rng = np.random.default_rng(seed)
-    for task, classes in CLASSES.items():
-        root = data_root / "split" / task
-        drawn = {name: iter(rng.permutation(sorted(SHARED_DATA.glob(SOURCES[task].format(source)))))
-                 for name, source in classes.items()}
-        for split, count in PER_CLASS[task].items():
-            files = [(name, next(drawn[name])) for name in classes for _ in range(count)]
-            if task == "cats_dogs":
-                for name, path in files:
-                    (root / split / name).mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(path, root / split / name / path.name)
-            else:
-                root.mkdir(parents=True, exist_ok=True)
-                images = np.stack([np.asarray(Image.open(path).convert("RGB")) for _, path in files])
-                labels = np.asarray([list(classes).index(name) for name, _ in files], dtype=np.int64)
-                order = rng.permutation(len(files))
-                np.savez_compressed(root / f"{split}.npz", images=images[order], labels=labels[order])
-        if task == "cifar10":
-            (root / "classes.json").write_text(json.dumps(list(classes)))
+    for task, per_class in PER_CLASS.items():
+        write_split(data_root / "split" / task, task, per_class, rng)
 
 
 def checkout(revision: str, folder: Path) -> Path:

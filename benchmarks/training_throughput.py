@@ -31,12 +31,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from pipeline import paths, train  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
@@ -44,12 +43,11 @@ from pipeline.data import loaders  # noqa: E402
 from pipeline.models import build_model, compile_model, vgg16  # noqa: E402
 from pipeline.registry import REGISTRY
 from tests.fixtures import make_vgg16_standin, set_params  # noqa: E402
+from real_split import CLASSES, write_split  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # retracing notes: each model here traces its own functions
 warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # a tf.data side shuffles itself
 
-SHARED_DATA = ROOT.parent / "shared" / "data"
-SOURCES = {"cats_dogs": "cats_dogs/PetImages/{}/*.jpg", "cifar10": "cifar10/jpg/*/{}/*.jpg"}  # {}: class folder
 HELD_OUT = 4  # val and test images per class: the split's layout needs them; they are not timed
 
 
@@ -60,27 +58,9 @@ def prepare_project(folder: Path, batches: int) -> Config:
     set_params(params_file, **{"data.root": str(folder / "data"), "data.mirror": None})
     config = load_config(params_file)
     rng = np.random.default_rng(config.seed)
-    for task, classes in (("cats_dogs", {"cats": "Cat", "dogs": "Dog"}),
-                          ("cifar10", {name: name for name in loaders.CIFAR10_CLASSES})):
+    for task, classes in CLASSES.items():
         per_class = -(-batches * config.model(f"{task}_naive").batch_size // len(classes))
-        sizes = {"train": per_class, "val": HELD_OUT, "test": HELD_OUT}
-        drawn = {name: iter(rng.permutation(sorted(SHARED_DATA.glob(SOURCES[task].format(source)))))
-                 for name, source in classes.items()}
-        root = paths.split_dir(config, task)
-        for split, count in sizes.items():
-            files = [(name, next(drawn[name])) for name in classes for _ in range(count)]
-            if task == "cats_dogs":  # <split>/<class>/<file>.jpg, as split@cats_dogs copies them
-                for name, path in files:
-                    (root / split / name).mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(path, root / split / name / path.name)
-            else:  # <split>.npz of uint8 images and labels, as split@cifar10 writes them
-                root.mkdir(parents=True, exist_ok=True)
-                images = np.stack([np.asarray(Image.open(path).convert("RGB")) for _, path in files])
-                labels = np.asarray([list(classes).index(name) for name, _ in files], dtype=np.int64)
-                order = rng.permutation(len(files))
-                np.savez_compressed(root / f"{split}.npz", images=images[order], labels=labels[order])
-        if task == "cifar10":
-            (root / "classes.json").write_text(json.dumps(list(classes)))
+        write_split(paths.split_dir(config, task), task, {"train": per_class, "val": HELD_OUT, "test": HELD_OUT}, rng)
     make_vgg16_standin(paths.raw_dir(config, "vgg16") / config.sources.vgg16.filename)
     return config
 

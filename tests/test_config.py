@@ -1,6 +1,4 @@
 """params.yaml validation: every bad value ends the command with exit 2 and one line naming the key."""
-import subprocess
-import sys
 
 import pytest
 

@@ -13,7 +13,6 @@ import pytest
 
 from pipeline import paths, train
 from pipeline.config import load_config
-from pipeline.data import loaders
 from pipeline.models import build_model, vgg16
 from pipeline.registry import REGISTRY
 from pipeline.errors import ConfigError, PipelineError
