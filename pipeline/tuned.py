@@ -20,7 +20,7 @@ from pipeline.registry import get_spec
 
 PACKAGE = Path(__file__).resolve().parent
 # The code a trial runs: a change to it can change every trial's value.
-TRAINING_CODE = ("train.py", "models", "data/loaders.py")
+TRAINING_CODE = ("train.py", "models", "data/loaders.py", "data/augment.py")
 SHORT = 12  # characters of a checksum shown in a message
 
 

@@ -27,6 +27,7 @@ FILE_CHANGES = {
     "reports/splits/cifar10.json": [f"tune@{MODEL}", f"train@{MODEL}", f"evaluate@{MODEL}", "report"],
     "pipeline/data/loaders.py": [f"tune@{MODEL}", f"train@{MODEL}", f"evaluate@{MODEL}", f"visualize@{MODEL}"],
     "pipeline/models/naive.py": [f"tune@{MODEL}", f"train@{MODEL}", "report"],
+    "pipeline/data/augment.py": [f"tune@{MODEL}", f"train@{MODEL}"],
     "pipeline/inference.py": [f"evaluate@{MODEL}"],
     "pipeline/visualize/filters.py": [f"visualize@{MODEL}"],
     f"reports/history/{MODEL}.csv": [f"train@{MODEL}", f"visualize@{MODEL}", "report"],  # train@ writes it

@@ -33,7 +33,7 @@ def augment_images(images: tf.Tensor, augment: Augment, seed: tf.Tensor) -> tf.T
     """(B, H, W, C) float images, augmented as `augment` says, drawn from the (2,) `seed`."""
     flip_seed, geometry_seed, contrast_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     if augment.rotation or augment.zoom:
-        images = affine(images, augment, tf.concat([flip_seed, geometry_seed], 0))
+        images = affine(images, augment, flip_seed)
     else:
         if augment.flip:
             images = random_flip(images, flip_seed)
@@ -74,7 +74,7 @@ def affine(images: tf.Tensor, augment: Augment, seed: tf.Tensor) -> tf.Tensor:
     """Flip, rotation, zoom and shift as one transform per image, resampled once (bilinear)."""
     height, width = images.shape[1], images.shape[2]
     batch = tf.shape(images)[:1]
-    seeds = tf.unstack(tf.random.experimental.stateless_split(seed[:2], 5))
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 5))
     flip = tf.cast(tf.random.stateless_uniform(batch, seeds[0]) < 0.5, tf.float32) if augment.flip \
         else tf.zeros(batch)
     angle = tf.random.stateless_uniform(batch, seeds[1], -1.0, 1.0) * augment.rotation * 2 * math.pi
