@@ -71,7 +71,7 @@ def image_paths(arguments: list[Path]) -> list[Path]:
 
 def read_image(path: Path, image_size: int) -> np.ndarray:
     try:
-        return loaders.decode_image(tf.constant(str(path)), image_size).numpy()
+        return loaders.photo_decoder(image_size)(tf.io.read_file(str(path))).numpy()
     except tf.errors.NotFoundError:
         raise PipelineError(f"{path}: not found") from None
     except tf.errors.OpError:  # not an image, cut short, no permission to read

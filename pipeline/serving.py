@@ -50,7 +50,7 @@ def decode(raw: bytes, image_size: int, row: int) -> np.ndarray:
     from pipeline.data import loaders
 
     try:
-        return loaders.decode_bytes(tf.constant(raw), image_size).numpy()
+        return loaders.photo_decoder(image_size)(raw).numpy()
     except (tf.errors.OpError, ValueError):  # not an image, cut short, empty
         # MLflow's server answers this one request with HTTP 400 and the message, and carries on.
         raise mlflow.exceptions.MlflowException.invalid_parameter_value(

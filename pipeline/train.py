@@ -110,8 +110,8 @@ class KeepFinishedWeights(keras.callbacks.Callback):
             self.model.save_weights(partial)
 
 
-def fit_phase(model, train_data, val_data, run: Run, phase: str, epochs: int, first_step: int,
-              batch_size: int | None = None) -> pd.DataFrame:
+def fit_phase(model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, run: Run, phase: str, epochs: int,
+              first_step: int) -> pd.DataFrame:
     """model.fit with resume, NaN guard and MLflow logging; returns this phase's per-epoch history.
 
     BackupAndRestore makes a killed run continue from its last finished epoch; it keeps the
@@ -134,13 +134,8 @@ def fit_phase(model, train_data, val_data, run: Run, phase: str, epochs: int, fi
             MlflowEpochLogger(first_step),
             *run.callbacks,
         ]
-        if isinstance(train_data, tuple):
-            model.fit(*train_data, validation_data=val_data, epochs=epochs, batch_size=batch_size,
-                      shuffle=True, callbacks=callbacks, verbose=2)
-        else:
-            # the dataset shuffles itself each epoch; shuffle=False only silences Keras's reminder
-            model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=2,
-                      shuffle=False)
+        # the dataset shuffles itself each epoch; shuffle=False only silences Keras's reminder
+        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)
     history = pd.read_csv(csv_log).drop_duplicates("epoch", keep="last")
     history["phase"] = phase
     return history
@@ -164,8 +159,11 @@ def weights_origin(path: Path) -> str:
 def augmented_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, augment: Augment,
                       seed: int) -> tf.data.Dataset:
     """Shuffled batches of in-memory images, augmented anew each epoch."""
-    batches = tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=seed).batch(batch_size)
-    return augmented(batches, augment, seed).prefetch(tf.data.AUTOTUNE)
+    return loaders.prefetched(augmented(loaders.array_batches(images, targets, batch_size, seed), augment, seed))
+
+
+def batches_of(inputs: np.ndarray, targets: np.ndarray, hp: Hyperparameters, shuffle_seed: int | None = None):
+    return loaders.prefetched(loaders.array_batches(inputs, targets, hp.batch_size, shuffle_seed))
 
 
 def cosine_steps(params, epochs: int, steps_per_epoch: int) -> int | None:
@@ -196,7 +194,7 @@ def train_vgg16_on_images(config: Config, run: Run, model: keras.Model, hp: Hype
     params = config.model(run.name)
     tune, batches = params.fine_tune, math.ceil(len(train[0]) / hp.batch_size)
     images = augmented_batches(*train, hp.batch_size, params.augment, config.seed)
-    val_data = tf.data.Dataset.from_tensor_slices(val).batch(hp.batch_size)
+    val_data = batches_of(*val, hp)
     compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing)
     histories = [fit_phase(model, images, val_data, run, "head", hp.epochs, 0)]
     if tune is not None:
@@ -223,15 +221,15 @@ def train_vgg16_on_features(config: Config, run: Run, model: keras.Model, hp: Hy
         features = tuple(top.predict(part, batch_size=32, verbose=0) for part in lower)
     head = model.get_layer("head")
     compile_model(head, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing)
-    histories = [fit_phase(head, (features[0], train[1]), (features[1], val[1]), run, "head",
-                           hp.epochs, 0, hp.batch_size)]
+    histories = [fit_phase(head, batches_of(features[0], train[1], hp, config.seed),
+                           batches_of(features[1], val[1], hp), run, "head", hp.epochs, 0)]
     if tune is not None:
         vgg16.unfreeze_top(model, tune.unfreeze_from)
         upper = vgg16.submodel(model, tune.unfreeze_from)
         compile_model(upper, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches),
                       params.label_smoothing)
-        histories.append(fit_phase(upper, (lower[0], train[1]), (lower[1], val[1]), run, "fine_tune",
-                                   tune.epochs, hp.epochs, hp.batch_size))
+        histories.append(fit_phase(upper, batches_of(lower[0], train[1], hp, config.seed),
+                                   batches_of(lower[1], val[1], hp), run, "fine_tune", tune.epochs, hp.epochs))
     return pd.concat(histories)
 
 

@@ -194,7 +194,7 @@ def tiny_vgg_config(project, name, **extra):
 def one_pass(data) -> list[float]:
     """The images of one pass over a phase's input, as sorted per-image sums: the same images
     in another order give the same list, augmented ones another."""
-    images = data[0] if isinstance(data, tuple) else np.concatenate([batch[0] for batch in data])
+    images = np.concatenate([batch[0] for batch in data])
     return sorted(np.asarray(images, dtype=np.float64).reshape(len(images), -1).sum(axis=1).round(2))
 
 
@@ -205,7 +205,7 @@ def spy_on_phases(monkeypatch):
     real = train.fit_phase
 
     def spy(net, train_data, val_data, run, phase, *args, **kwargs):
-        x = train_data[0][:4] if isinstance(train_data, tuple) else next(iter(train_data))[0][:4]
+        x = next(iter(train_data))[0][:4]
         seen[phase] = {
             "training_varies": one_pass(train_data) != one_pass(train_data),
             "val_varies": one_pass(val_data) != one_pass(val_data),
@@ -245,6 +245,30 @@ def test_vgg16_learning_rate_schedule_applies_to_both_phases(tiny_vgg_project, m
     if schedule == "cosine":
         expected = {"head": 0.0, "fine_tune": 0.0}  # each phase's rate decays to 0 over its own epochs
     assert {phase: s["final_rate"] for phase, s in seen.items()} == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["cifar10_naive", "cats_dogs_vgg16_finetune", "cats_dogs_vgg16_finetune_aug"])
+def test_every_dataset_a_training_reads_runs_without_tf_data_s_autotuning(tiny_vgg_project, monkeypatch, name):
+    """An ending iterator waits out the autotuning optimiser's current sleep (it doubles up to a
+    minute), and Keras ends one per epoch: a 22 s epoch took 41. Both the images and the cached
+    features (finetune) and the augmented images (finetune_aug) must go without it."""
+    import keras
+
+    if name == "cifar10_naive":
+        config = tiny_cifar_project(tiny_vgg_project, epochs=1)
+    else:
+        config = tiny_vgg_config(tiny_vgg_project, name)
+    read = []
+    fit = keras.Model.fit
+
+    def recording_fit(model, x=None, *args, validation_data=None, **kwargs):
+        read.extend([x, validation_data])
+        return fit(model, x, *args, validation_data=validation_data, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    train.fit_model(config, name, train.hyperparameters(config, name))
+    assert len(read) == (2 if name == "cifar10_naive" else 4)
+    assert all(data.options().autotune.enabled is False for data in read)
 
 
 def test_cached_features_give_the_whole_models_outputs(tiny_vgg_project):
