@@ -8,8 +8,8 @@ Keras makes a new iterator over the training data each epoch. With tf.data's aut
 default), an ending iterator waits for the autotuning thread's current sleep, which doubles
 from 10 ms up to a minute; the wait shows as a long first step of the next epoch. The two
 variants train the same network on the same batches (the model's params, the training split,
-the validation split each epoch), alternately, each from its own fresh weights; printed per
-epoch: its seconds and its first step's milliseconds.
+the validation split each epoch), one after the other, each from its own fresh weights;
+printed per epoch: its seconds and its first step's milliseconds.
 """
 from __future__ import annotations
 
