@@ -110,12 +110,38 @@ class KeepFinishedWeights(keras.callbacks.Callback):
             self.model.save_weights(partial)
 
 
+class WholeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose files a kill never tears, and which survives one torn anyway.
+
+    Keras writes its state in place, and a kill that lands while it writes the epoch counter
+    leaves an empty JSON file that it cannot read (it falls back to the previous state only
+    for unreadable weights). Here each file is written beside and renamed into place, and an
+    unreadable epoch counter falls back to the previous state like unreadable weights do.
+    """
+
+    def _save_model(self):
+        for path in (self._weights_path, self._training_metadata_path):
+            if Path(path).exists():
+                with replacing_file(Path(f"{path}.bkp")) as partial:
+                    shutil.copyfile(path, partial)
+        with replacing_file(Path(self._weights_path)) as partial:
+            self.model.save_weights(partial)
+        epoch = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        write_text_atomically(Path(self._training_metadata_path), json.dumps(epoch))
+
+    def _load_model(self):
+        try:
+            super()._load_model()
+        except json.JSONDecodeError as torn:  # on_train_begin restores the previous state on OSError
+            raise OSError(f"{self._training_metadata_path}: unreadable") from torn
+
+
 def fit_phase(model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, run: Run, phase: str, epochs: int,
               first_step: int) -> pd.DataFrame:
     """model.fit with resume, NaN guard and MLflow logging; returns this phase's per-epoch history.
 
     BackupAndRestore makes a killed run continue from its last finished epoch; it keeps the
-    previous state too, for a kill that lands while it writes. The CSV log is written first and
+    previous state too, for a state file found torn. The CSV log is written first and
     appended to: an epoch trained again after a kill replaces its row, none goes missing. A
     phase that finished before the kill is not trained again: its final weights are loaded.
     """
@@ -129,7 +155,7 @@ def fit_phase(model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, run
         callbacks = [
             keras.callbacks.CSVLogger(str(csv_log), append=True),
             KeepFinishedWeights(finished),  # before BackupAndRestore, which drops its state on the same call
-            keras.callbacks.BackupAndRestore(str(backup / "state"), double_checkpoint=True),
+            WholeBackupAndRestore(str(backup / "state"), double_checkpoint=True),
             StopOnNaN(run.name, phase),
             MlflowEpochLogger(first_step),
             *run.callbacks,

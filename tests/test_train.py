@@ -105,15 +105,16 @@ def train_killed_after(name, log, epochs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("torn_backup", [False, True], ids=["clean-kill", "kill-while-saving"])
+@pytest.mark.parametrize("torn_backup", [None, "latest.weights.h5", "training_metadata.json"],
+                         ids=["clean-kill", "torn-weights", "torn-epoch-counter"])
 def test_killed_training_resumes_from_its_last_epoch(project, torn_backup):
     tiny_cifar_project(project, epochs=40)
     log = project / "models" / ".backup" / "cifar10_naive" / "train" / "history.csv"
     command, env, done_before_kill = train_killed_after("cifar10_naive", log, 3)
     assert 3 <= done_before_kill < 40, "the kill should land part-way through training"
-    if torn_backup:  # as if the kill had landed while Keras wrote the weights
-        weights = log.parent / "state" / "latest.weights.h5"
-        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    if torn_backup:  # as if a state file had been cut short (a full disk, a kill while Keras wrote it)
+        state = log.parent / "state" / torn_backup
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     run_id = paths.run_id_file("cifar10_naive").read_text().strip()
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
