@@ -104,6 +104,8 @@ class Model(Section):
     dropout: float = Field(default=0.5, ge=0, lt=1)
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over the epochs
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    ema_momentum: Optional[float] = Field(default=None, gt=0, lt=1)  # None: no moving average of the weights
+    mirror_average: bool = False  # evaluate, predict and serve the mean over each image and its mirror image
     augment: Augment | None = None
     fine_tune: FineTune | None = None
 

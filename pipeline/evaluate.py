@@ -87,9 +87,10 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
 
 
 def val_metrics(config: Config, name: str, model: keras.Model) -> dict:
-    """The saved model on the validation split: the weights scored are the weights kept."""
+    """The saved model on the validation split, as it is used (mirror average included): the
+    weights scored are the weights kept."""
     images, labels = loaders.load_arrays(config, REGISTRY[name].task, "val", config.model(name).image_size)
-    probabilities = class_probabilities(model, images)
+    probabilities = class_probabilities(model, images, config.model(name).mirror_average)
     smoothing = config.model(name).label_smoothing
     return {"val_accuracy": accuracy(labels, probabilities), "val_loss": training_loss(labels, probabilities, smoothing)}
 
@@ -109,7 +110,7 @@ def run(config: Config, name: str) -> None:
     model = load_trained_model(name)
     classes = loaders.class_names(config, spec.task)
     images, labels = loaders.load_arrays(config, spec.task, "test", config.model(name).image_size)
-    probabilities = class_probabilities(model, images)
+    probabilities = class_probabilities(model, images, config.model(name).mirror_average)
     metrics = test_metrics(labels, probabilities, classes, config.model(name).label_smoothing)
     predicted = probabilities.argmax(axis=1)
     val = val_metrics(config, name, model)

@@ -25,12 +25,21 @@ def compiled_forward(network):
     return _COMPILED[network]
 
 
-def class_probabilities(network, images: np.ndarray) -> np.ndarray:
-    """(N, n_classes) probabilities; a sigmoid output becomes [p(class 0), p(class 1)]."""
+def network_outputs(network, images: np.ndarray) -> np.ndarray:
     forward = compiled_forward(network)
-    images = np.asarray(images, dtype=np.float32)
     chunks = [forward(images[start:start + BATCH_SIZE]).numpy() for start in range(0, len(images), BATCH_SIZE)]
-    outputs = np.concatenate(chunks) if chunks else np.zeros((0, network.output_shape[-1]), np.float32)
+    return np.concatenate(chunks) if chunks else np.zeros((0, network.output_shape[-1]), np.float32)
+
+
+def class_probabilities(network, images: np.ndarray, mirror_average: bool = False) -> np.ndarray:
+    """(N, n_classes) probabilities; a sigmoid output becomes [p(class 0), p(class 1)].
+
+    With `mirror_average`, each image's answer is the mean of the network's answers for it and
+    for its mirror image (left-right), as the model's `mirror_average` param asks."""
+    images = np.asarray(images, dtype=np.float32)
+    outputs = network_outputs(network, images)
+    if mirror_average:
+        outputs = (outputs + network_outputs(network, images[:, :, ::-1])) / 2
     if outputs.shape[1] == 1:
         return np.hstack([1 - outputs, outputs])
     return outputs

@@ -29,27 +29,30 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 BATCH_SIZE = 32
 
 
-def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str]]:
-    """The network and its class names, from a model name (its trained .keras file) or an MLflow
-    model URI: a Keras model (runs:/<id>/model) or a registered photo classifier (models:/name@champion)."""
+def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], bool]:
+    """The network, its class names and whether it answers with the mirror average, from a model
+    name (its trained .keras file and params.yaml) or an MLflow model URI: a Keras model
+    (runs:/<id>/model, with its run's params) or a registered photo classifier (models:/name@champion)."""
     if reference in REGISTRY:
         path = paths.model_file(reference)
         if not path.exists():
             raise PipelineError(f"{path}: not found; run `dvc repro train@{reference}` first")
         network = keras.saving.load_model(path)
-        return network, classes_of(config, network)
+        return network, classes_of(config, network), config.model(reference).mirror_average
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
-        if "keras" in mlflow.models.get_model_info(reference).flavors:
+        info = mlflow.models.get_model_info(reference)
+        if "keras" in info.flavors:
             network = mlflow.keras.load_model(reference)
-            return network, classes_of(config, network)
+            params = mlflow.get_run(info.run_id).data.params if info.run_id else {}
+            return network, classes_of(config, network), params.get("model.mirror_average") == "True"
         classifier = serving.unwrap(mlflow.pyfunc.load_model(reference))
     except Exception as error:  # MLflow raises several types for a bad URI
         raise PipelineError(f"cannot load model {reference!r}: not a model name "
                             f"({', '.join(REGISTRY)}) nor a loadable MLflow model URI ({error})") from None
     if classifier is None:
         raise PipelineError(f"{reference}: neither a Keras model nor a photo classifier of this project")
-    return classifier.network, classifier.classes
+    return classifier.network, classifier.classes, classifier.mirror_average
 
 
 def classes_of(config: Config, model: keras.Model) -> list[str]:
@@ -78,7 +81,7 @@ def read_image(path: Path, image_size: int) -> np.ndarray:
         raise PipelineError(f"{path}: not a readable image") from None
 
 
-def classify(network: keras.Model, classes: list[str], files: list[Path]) -> pd.DataFrame:
+def classify(network: keras.Model, classes: list[str], files: list[Path], mirror_average: bool = False) -> pd.DataFrame:
     """One row per file, in order: path, label, its probability, each class's probability, or the error."""
     size = network.input_shape[1]
     rows = []
@@ -90,7 +93,7 @@ def classify(network: keras.Model, classes: list[str], files: list[Path]) -> pd.
             except PipelineError as error:
                 print(f"error: {error}", file=sys.stderr)
                 errors[index] = str(error)
-        probabilities = class_probabilities(network, np.stack(list(images.values()))) if images else []
+        probabilities = class_probabilities(network, np.stack(list(images.values())), mirror_average) if images else []
         by_index = dict(zip(images, probabilities))
         for index, path in enumerate(batch):
             if index in errors:
@@ -113,11 +116,11 @@ def summary(results: pd.DataFrame, classes: list[str]) -> str:
 
 
 def run(config: Config, reference: str, arguments: list[Path], output: Path | None = None) -> int:
-    network, classes = load_model(config, reference)
+    network, classes, mirror_average = load_model(config, reference)
     files = image_paths(arguments)
     if not files:
         raise PipelineError(f"no images in {', '.join(map(str, arguments))}")
-    results = classify(network, classes, files)
+    results = classify(network, classes, files, mirror_average)
     if output is not None:
         with atomic.replacing_file(output) as partial:
             results.to_csv(partial, index=False)

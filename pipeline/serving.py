@@ -24,14 +24,15 @@ NETWORK_ARTIFACT = "network"
 class PhotoClassifier(mlflow.pyfunc.PythonModel):
     """The network and its class names; MLflow builds it empty and fills it in load_context."""
 
-    def __init__(self, network=None, classes: list[str] | None = None):
-        self.network, self.classes = network, classes
+    def __init__(self, network=None, classes: list[str] | None = None, mirror_average: bool = False):
+        self.network, self.classes, self.mirror_average = network, classes, mirror_average
 
     def load_context(self, context):
         import keras
 
         self.network = keras.saving.load_model(context.artifacts[NETWORK_ARTIFACT])
         self.classes = list(context.model_config["classes"])
+        self.mirror_average = bool(context.model_config.get("mirror_average", False))
 
     @property
     def image_size(self) -> int:
@@ -41,7 +42,7 @@ class PhotoClassifier(mlflow.pyfunc.PythonModel):
         images = [decode(raw, self.image_size, row) for row, raw in enumerate(model_input[IMAGE_COLUMN])]
         if not images:
             return labelled(np.zeros((0, len(self.classes))), self.classes)
-        return labelled(class_probabilities(self.network, np.stack(images)), self.classes)
+        return labelled(class_probabilities(self.network, np.stack(images), self.mirror_average), self.classes)
 
 
 def decode(raw: bytes, image_size: int, row: int) -> np.ndarray:
@@ -72,30 +73,31 @@ def example_photo(size: int) -> bytes:
     return tf.io.encode_jpeg(tf.fill((size, size, 3), tf.constant(127, tf.uint8))).numpy()
 
 
-def classifier_arguments(network, network_file: Path, classes: list[str]) -> dict:
+def classifier_arguments(network, network_file: Path, classes: list[str], mirror_average: bool = False) -> dict:
     """How MLflow stores the photo classifier: as code (serving_model.py) with the `pipeline`
     package beside it, so any machine with the requirements loads it, and nothing is unpickled."""
     import keras
     import tensorflow as tf
 
     example = pd.DataFrame({IMAGE_COLUMN: [example_photo(network.input_shape[1])]})
-    signature = infer_signature(example, PhotoClassifier(network, classes).predict(None, example))
+    signature = infer_signature(example, PhotoClassifier(network, classes, mirror_average).predict(None, example))
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     return {"python_model": Path(__file__).with_name("serving_model.py"),
-            "artifacts": {NETWORK_ARTIFACT: str(network_file)}, "model_config": {"classes": classes},
+            "artifacts": {NETWORK_ARTIFACT: str(network_file)}, "model_config": {"classes": classes, "mirror_average": mirror_average},
             "code_paths": [str(Path(__file__).parent)], "signature": signature, "input_example": example,
             "pip_requirements": requirements}
 
 
-def log_classifier(network, network_file: Path, classes: list[str], registered_name: str):
+def log_classifier(network, network_file: Path, classes: list[str], registered_name: str,
+                   mirror_average: bool = False):
     """Log the photo classifier to the active run and register it as a new version of `registered_name`."""
     return mlflow.pyfunc.log_model(name=LOGGED_NAME, registered_model_name=registered_name,
-                                   **classifier_arguments(network, network_file, classes))
+                                   **classifier_arguments(network, network_file, classes, mirror_average))
 
 
-def save_classifier(network, network_file: Path, classes: list[str], path: Path) -> None:
+def save_classifier(network, network_file: Path, classes: list[str], path: Path, mirror_average: bool = False) -> None:
     """The same classifier saved to a folder, outside any run (benchmarks)."""
-    mlflow.pyfunc.save_model(path, **classifier_arguments(network, network_file, classes))
+    mlflow.pyfunc.save_model(path, **classifier_arguments(network, network_file, classes, mirror_average))
 
 
 def unwrap(model) -> PhotoClassifier | None:

@@ -160,6 +160,8 @@ def fit_phase(model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, run
             MlflowEpochLogger(first_step),
             *run.callbacks,
         ]
+        if model.optimizer.use_ema:  # validate the averaged weights: the curves show the model kept
+            callbacks.insert(0, keras.callbacks.SwapEMAWeights())
         # the dataset shuffles itself each epoch; shuffle=False only silences Keras's reminder
         model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)
     history = pd.read_csv(csv_log).drop_duplicates("epoch", keep="last")
@@ -221,11 +223,13 @@ def train_vgg16_on_images(config: Config, run: Run, model: keras.Model, hp: Hype
     tune, batches = params.fine_tune, math.ceil(len(train[0]) / hp.batch_size)
     images = augmented_batches(*train, hp.batch_size, params.augment, config.seed)
     val_data = batches_of(*val, hp)
-    compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing)
+    compile_model(model, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing,
+                  ema_momentum=params.ema_momentum)
     histories = [fit_phase(model, images, val_data, run, "head", hp.epochs, 0)]
     if tune is not None:
         vgg16.unfreeze_top(model, tune.unfreeze_from)
-        compile_model(model, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches), params.label_smoothing)
+        compile_model(model, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches), params.label_smoothing,
+                      ema_momentum=params.ema_momentum)
         histories.append(fit_phase(model, images, val_data, run, "fine_tune", tune.epochs, hp.epochs))
     return pd.concat(histories)
 
@@ -246,14 +250,15 @@ def train_vgg16_on_features(config: Config, run: Run, model: keras.Model, hp: Hy
         top = vgg16.submodel(model, tune.unfreeze_from, last)
         features = tuple(top.predict(part, batch_size=32, verbose=0) for part in lower)
     head = model.get_layer("head")
-    compile_model(head, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing)
+    compile_model(head, 2, hp.learning_rate, cosine_steps(params, hp.epochs, batches), params.label_smoothing,
+                  ema_momentum=params.ema_momentum)
     histories = [fit_phase(head, batches_of(features[0], train[1], hp, config.seed),
                            batches_of(features[1], val[1], hp), run, "head", hp.epochs, 0)]
     if tune is not None:
         vgg16.unfreeze_top(model, tune.unfreeze_from)
         upper = vgg16.submodel(model, tune.unfreeze_from)
         compile_model(upper, 2, tune.learning_rate, cosine_steps(params, tune.epochs, batches),
-                      params.label_smoothing)
+                      params.label_smoothing, ema_momentum=params.ema_momentum)
         histories.append(fit_phase(upper, batches_of(lower[0], train[1], hp, config.seed),
                                    batches_of(lower[1], val[1], hp), run, "fine_tune", tune.epochs, hp.epochs))
     return pd.concat(histories)
@@ -267,7 +272,8 @@ def train_from_scratch(config: Config, run: Run, model: keras.Model, hp: Hyperpa
                                       augment=params.augment)
     val_data = loaders.make_dataset(config, spec.task, "val", params.image_size, hp.batch_size)
     steps = cosine_steps(params, hp.epochs, int(train_data.cardinality()))
-    compile_model(model, spec.n_classes, hp.learning_rate, steps, params.label_smoothing)
+    compile_model(model, spec.n_classes, hp.learning_rate, steps, params.label_smoothing,
+                  ema_momentum=params.ema_momentum)
     return fit_phase(model, train_data, val_data, run, "train", hp.epochs, 0)
 
 
@@ -328,7 +334,7 @@ def log_model(model: keras.Model, config: Config, name: str, tags: dict[str, str
     example = np.full((1, size, size, 3), 127.0, dtype=np.float32)
     tracking.log_keras_model(model, example)
     classes = loaders.class_names(config, REGISTRY[name].task)
-    info = serving.log_classifier(model, paths.model_file(name), classes, name)
+    info = serving.log_classifier(model, paths.model_file(name), classes, name, config.model(name).mirror_average)
     tracking.tag_version(name, info.registered_model_version, tags)
 
 

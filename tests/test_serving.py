@@ -12,6 +12,7 @@ import time
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 import tensorflow as tf
@@ -64,7 +65,8 @@ def registered(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def same_store():
     """MLflow's client keeps the last URI set in this process: use the one the environment names."""
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    if "MLFLOW_TRACKING_URI" in os.environ:  # a test of its own project sets it when it enters
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
 
 
 def champion_network():
@@ -273,3 +275,32 @@ def test_server_classifies_photos_and_survives_a_corrupt_one(registered, server)
     assert requests.get(f"{server}/ping", timeout=10).status_code == 200
     again = requests.post(f"{server}/invocations", json=request(photos[1:2]), timeout=60)
     assert again.status_code == 200 and again.json()["predictions"] == predictions[1:2]
+
+
+def test_the_mirror_average_is_scored_predicted_and_served_alike(project):
+    """With `mirror_average`, evaluation, `predict` (by name and by the registered classifier)
+    and the served pyfunc all answer the mean over each photo and its mirror image."""
+    from pipeline import predict
+
+    tiny_cats_dogs(project, **{f"train.{NAME}.mirror_average": True})
+    train_and_evaluate(project)
+    config = load_config(project / "params.yaml")
+    files = sorted((project / "data" / "split" / "cats_dogs" / "test").rglob("*.jpg"))
+    network = keras.saving.load_model(paths.model_file(NAME))
+    images = np.stack([loaders.decode_bytes(tf.constant(path.read_bytes()), 48).numpy() for path in files])
+    plain = network.predict(images, verbose=0)[:, 0]
+    averaged = (plain + network.predict(images[:, :, ::-1], verbose=0)[:, 0]) / 2
+    assert not np.allclose(plain, averaged, atol=1e-4)  # the mirror changes this network's answer
+
+    for reference in (NAME, f"models:/{NAME}@{tracking.CHAMPION}"):
+        network_used, classes, mirror_average = predict.load_model(config, reference)
+        assert mirror_average
+        answers = predict.classify(network_used, classes, files, mirror_average)
+        np.testing.assert_allclose(answers["p_dogs"], averaged, atol=1e-5)
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@{tracking.CHAMPION}").predict(
+        pd.DataFrame({serving.IMAGE_COLUMN: [path.read_bytes() for path in files]}))
+    np.testing.assert_allclose([p["dogs"] for p in served["probabilities"]], averaged, atol=1e-5)
+
+    labels = np.array([CLASSES.index(path.parent.name) for path in files])
+    scored = json.loads(paths.test_summary(NAME).read_text())["test_accuracy"]
+    assert scored == pytest.approx(float(np.mean((averaged > 0.5) == labels)))

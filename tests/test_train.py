@@ -75,6 +75,25 @@ def test_same_params_give_the_same_numbers(project):
     pd.testing.assert_frame_equal(first, second, check_exact=True)
 
 
+def test_a_moving_average_of_the_weights_is_validated_and_kept(project):
+    """With `ema_momentum`, each epoch validates the averaged weights and those are the weights
+    saved: the curves' last val loss is the saved model's."""
+    import keras
+
+    from pipeline import evaluate
+
+    config = tiny_cifar_project(project, epochs=3)
+    plain = train.fit_model(config, "cifar10_naive", train.hyperparameters(config, "cifar10_naive"),
+                            workdir=project / "plain")[0]
+    config = tiny_cifar_project(project, epochs=3, **{"train.cifar10_naive.ema_momentum": 0.6})
+    train.run(config, "cifar10_naive")
+    history = pd.read_csv(paths.history_file("cifar10_naive"))
+    saved = keras.saving.load_model(paths.model_file("cifar10_naive"))
+    assert not np.allclose(saved.get_layer("conv1").kernel.numpy(), plain.get_layer("conv1").kernel.numpy())
+    val = evaluate.val_metrics(config, "cifar10_naive", saved)
+    assert history["val_loss"].iloc[-1] == pytest.approx(val["val_loss"], abs=1e-4)
+
+
 def test_nan_loss_fails_the_run(project, monkeypatch):
     config = tiny_cifar_project(project)
     real = train.loaders.encode_labels

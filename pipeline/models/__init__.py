@@ -26,12 +26,14 @@ def build_model(name: str, params: Model, vgg16_weights: Path | None = None) -> 
 
 
 def compile_model(model: keras.Model, n_classes: int, learning_rate: float, decay_steps: int | None = None,
-                  label_smoothing: float = 0.0) -> None:
+                  label_smoothing: float = 0.0, ema_momentum: float | None = None) -> None:
     """Adam with the cross-entropy that matches the output; the metric is 'accuracy' either way.
 
     With `decay_steps`, the learning rate follows a cosine from its value down to 0 over that
     many steps: the last epochs take small steps, so the model saved at the end is a settled one.
     `label_smoothing` trains towards 1 - s/2 rather than 1 (two classes), or spreads s over the classes.
+    With `ema_momentum`, Adam keeps a moving average of the weights, which the model holds once
+    training ends (and, with keras.callbacks.SwapEMAWeights, while it is validated).
     """
     import keras
 
@@ -40,7 +42,8 @@ def compile_model(model: keras.Model, n_classes: int, learning_rate: float, deca
     else:
         accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps) if decay_steps else learning_rate
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss_function(n_classes, label_smoothing),
+    average = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum else {}
+    model.compile(optimizer=keras.optimizers.Adam(rate, **average), loss=loss_function(n_classes, label_smoothing),
                   metrics=[accuracy])
 
 
