@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator,
+)
 
 from pipeline.errors import ConfigError
 from pipeline.registry import REGISTRY, TASKS
@@ -31,20 +33,31 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _known_checksum(value: str) -> str:
+    algorithm, _, digest = value.partition(":")
+    lengths = {"md5": 32, "sha256": 64}
+    if algorithm not in lengths or len(digest) != lengths[algorithm] or not _is_hex(digest):
+        raise ValueError("must be 'md5:<32 hex digits>' or 'sha256:<64 hex digits>'")
+    return value.lower()
+
+
+Checksum = Annotated[str, AfterValidator(_known_checksum)]
+
+
+class AcceptedCopy(Section):
+    """A file other than the upstream one that is trusted as the source (a rebuilt archive, say)."""
+
+    checksum: Checksum
+    size: int | None = Field(default=None, gt=0)
+
+
 class Source(Section):
     url: str
     filename: str
-    checksum: str = Field(description="'md5:<hex>' or 'sha256:<hex>' of the upstream file")
+    checksum: Checksum = Field(description="'md5:<hex>' or 'sha256:<hex>' of the upstream file")
     size: int | None = Field(default=None, gt=0)
-
-    @field_validator("checksum")
-    @classmethod
-    def _known_algorithm(cls, value: str) -> str:
-        algorithm, _, digest = value.partition(":")
-        lengths = {"md5": 32, "sha256": 64}
-        if algorithm not in lengths or len(digest) != lengths[algorithm] or not _is_hex(digest):
-            raise ValueError("must be 'md5:<32 hex digits>' or 'sha256:<64 hex digits>'")
-        return value.lower()
+    # Named, so that params.yaml says which file each checksum is; the download accepts any of them.
+    also_accepted: dict[str, AcceptedCopy] = Field(default_factory=dict)
 
 
 class Sources(Section):

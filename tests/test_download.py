@@ -249,6 +249,74 @@ def test_sha256sums_mismatch_names_the_file(project, inputs, damage):
     assert raw_entries() == []
 
 
+# --- other accepted copies (sources.<name>.also_accepted) --------------------------------
+
+
+def accept_as(project: Path, name: str, archive: Path, **entry: object) -> None:
+    """cifar10 from `archive`, whose checksum differs from the upstream one: trusted under `name` only."""
+    point_source(project, "cifar10", str(archive), checksum="md5:" + "0" * 32, size=170498071)
+    entry = {"checksum": digest(archive), "size": archive.stat().st_size} | entry
+    set_params(project / "params.yaml", **{"sources.cifar10.also_accepted": {name: entry}})
+
+
+def test_a_named_copy_is_accepted_and_recorded_with_its_checksum(project, inputs, capsys):
+    archive = make_cifar_tar(inputs / "cifar-10-python.tar.gz")
+    accept_as(project, "rebuilt", archive)
+    download.run(load_config(), "cifar10")
+    batches = paths.raw_dir(load_config(), "cifar10") / "cifar-10-batches-py"
+    assert sorted(path.name for path in batches.iterdir()) == sorted(download.CIFAR_FILES)
+    # The record a pasted-in checksum made: the same fields, the checksum the file matched.
+    assert source_record("cifar10") == {
+        "source": "cifar10", "origin": str(archive), "checksum": digest(archive), "verified": True,
+    }
+    assert "sources.cifar10.also_accepted.rebuilt" in capsys.readouterr().err
+
+
+def test_a_named_copy_is_accepted_from_a_download_and_when_reused(project, inputs, serve):
+    archive = make_cifar_tar(inputs / "cifar-10-python.tar.gz")
+    url, ranges = serve(archive.read_bytes())
+    accept_as(project, "rebuilt", archive)
+    set_params(project / "params.yaml", **{"sources.cifar10.url": url})
+    download.run(load_config(), "cifar10")
+    download.run(load_config(), "cifar10")
+    assert len(ranges) == 1  # the second run reused the verified download
+    assert source_record("cifar10")["checksum"] == digest(archive)
+
+
+def test_a_named_copy_of_another_size_is_refused(project, inputs):
+    archive = make_cifar_tar(inputs / "cifar-10-python.tar.gz")
+    accept_as(project, "rebuilt", archive, size=archive.stat().st_size + 1)
+    with pytest.raises(PipelineError, match=r"sources\.cifar10\.also_accepted: rebuilt"):
+        download.run(load_config(), "cifar10")
+    assert raw_entries() == []
+
+
+def test_a_file_matching_no_accepted_copy_names_them_reading_it_once_per_algorithm(project, inputs, monkeypatch):
+    archive = make_cifar_tar(inputs / "cifar-10-python.tar.gz")
+    other = make_cifar_tar(inputs / "other.tar.gz", seed=1)
+    accept_as(project, "rebuilt", other)
+    set_params(project / "params.yaml", **{"sources.cifar10.also_accepted.old_md5": {"checksum": digest(other, "md5")}})
+    reads = []
+    monkeypatch.setattr(download, "file_digest", lambda path, algorithm: reads.append(algorithm) or "f" * 64)
+    with pytest.raises(PipelineError) as error:
+        download.run(load_config(), "cifar10")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "sources.cifar10.checksum" in message  # the key to set, as for any mismatch
+    assert "sources.cifar10.also_accepted: rebuilt (sha256:" in message and "old_md5 (md5:" in message
+    assert sorted(reads) == ["md5", "sha256"]
+    assert raw_entries() == []
+
+
+def test_the_committed_params_accept_the_archive_the_cifar10_record_was_made_from():
+    from tests.conftest import ROOT
+
+    recorded = json.loads((ROOT / "reports" / "splits" / "cifar10.json").read_text())["source"]["checksum"]
+    cifar10 = load_config(ROOT / "params.yaml").sources.cifar10
+    assert recorded in [copy.checksum for copy in cifar10.also_accepted.values()]
+    assert cifar10.checksum == "md5:c58f30108f718f92721af3b95e74349a"  # the upstream one stays
+
+
 # --- http -------------------------------------------------------------------------------
 
 

@@ -89,6 +89,8 @@ def test_ci_trains_every_model_of_the_registry_briefly(project):
                    env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     config = load_config(project / "params.yaml")
     assert config.data.subset_per_class == 50
+    # The rebuilt CIFAR-10 archive passes as sources.cifar10.also_accepted's, with params as committed.
+    assert config.sources.cifar10 == load_config(ROOT / "params.yaml").sources.cifar10
     for name in REGISTRY:
         params = config.model(name)
         assert params.epochs <= 2, name

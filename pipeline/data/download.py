@@ -13,6 +13,7 @@ half of it. raw_dir/SOURCE.json records where the data came from and what was ve
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import json
@@ -20,6 +21,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
+from typing import Callable
 from urllib.parse import urlparse
 
 from pipeline import paths
@@ -46,16 +48,14 @@ def run(config: Config, source: str) -> None:
     origin = find_origin(config, source, spec)
     from_folder = isinstance(origin, Path) and origin.is_dir()
     # Verify a file before the output folder is touched; a folder is verified as it is copied.
-    archive = None if from_folder else verified_file(config, source, spec, origin)
+    archive, checksum = (None, None) if from_folder else verified_file(config, source, spec, origin)
     with replacing_folder(paths.raw_dir(config, source)) as staging:
         if archive is None:
             checksum = copy_pet_images(origin, staging)
         elif source == "vgg16":
             copy_files([(archive, staging / spec.filename)], f"copy {spec.filename}")
-            checksum = spec.checksum
         else:
             archives.extract(archive, staging)
-            checksum = spec.checksum
         finish(staging, source, origin, checksum)
 
 
@@ -89,23 +89,23 @@ def local_path_or_url(source: str, url: str) -> Path | str:
     return path
 
 
-def verified_file(config: Config, source: str, spec: Source, origin: Path | str) -> Path:
-    """The upstream file on local disk, checksum verified: a local copy in place, a URL downloaded."""
+def verified_file(config: Config, source: str, spec: Source, origin: Path | str) -> tuple[Path, str]:
+    """The upstream file on local disk and the checksum it matched: a local copy in place, a URL downloaded."""
     if isinstance(origin, Path):
         # Someone else's file: report a mismatch but never delete it.
-        verify(origin, spec, source, delete_if_bad=False)
-        return origin
+        return origin, verify(origin, spec, source, delete_if_bad=False)
     return download(config, source, spec, origin)
 
 
-def download(config: Config, source: str, spec: Source, url: str) -> Path:
+def download(config: Config, source: str, spec: Source, url: str) -> tuple[Path, str]:
     folder = paths.downloads_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / spec.filename
     if final.exists():
-        if checksum_problem(final, spec, source) is None:
+        checksum = accepted_checksum(final, spec, source, digests_of(final))
+        if checksum is not None:
             log(f"reusing {final}, already verified")
-            return final
+            return final, checksum
         log(f"{final} no longer matches sources.{source}; fetching it again")
         final.unlink()
     partial = folder / f"{spec.filename}.part"
@@ -120,9 +120,9 @@ def download(config: Config, source: str, spec: Source, url: str) -> Path:
                 message = unreachable_message(url, spec.filename, error)
                 raise PipelineError(f"{message}; {partial.name} is kept and the next run resumes it") from None
             log(f"connection lost at byte {file_size(partial)} ({error}); resuming")
-    verify(partial, spec, source, delete_if_bad=True)
+    checksum = verify(partial, spec, source, delete_if_bad=True)
     partial.rename(final)
-    return final
+    return final, checksum
 
 
 def fetch_into(url: str, partial: Path, expected_size: int | None) -> None:
@@ -165,30 +165,51 @@ def unreachable_message(url: str, filename: str, error: Exception) -> str:
     )
 
 
-def verify(path: Path, spec: Source, source: str, *, delete_if_bad: bool) -> None:
-    problem = checksum_problem(path, spec, source)
-    if problem is None:
-        return
+def verify(path: Path, spec: Source, source: str, *, delete_if_bad: bool) -> str:
+    """The accepted checksum that `path` matches; PipelineError if it matches none."""
+    digests = digests_of(path)
+    checksum = accepted_checksum(path, spec, source, digests)
+    if checksum is not None:
+        return checksum
+    problem = checksum_problem(path, spec, source, digests)
     if delete_if_bad:
         path.unlink()
         problem += f" ({path.name} deleted)"
     raise PipelineError(problem)
 
 
-def checksum_problem(path: Path, spec: Source, source: str) -> str | None:
-    """None if `path` matches params; else one line: expected vs got, and the keys to set if the copy is trusted."""
+def digests_of(path: Path) -> Callable[[str], str]:
+    """file_digest(path, algorithm), remembered: each algorithm reads the file at most once."""
+    return functools.cache(lambda algorithm: file_digest(path, algorithm))
+
+
+def accepted_checksum(path: Path, spec: Source, source: str, digests: Callable[[str], str]) -> str | None:
+    """The checksum of the first accepted copy that `path` is: the upstream file's, else a named one's."""
+    size = path.stat().st_size
+    for name, copy in [(None, spec), *spec.also_accepted.items()]:
+        algorithm, expected = copy.checksum.split(":")
+        if copy.size in (None, size) and digests(algorithm) == expected:
+            if name is not None:
+                log(f"{path.name} is sources.{source}.also_accepted.{name}, not the upstream file")
+            return copy.checksum
+    return None
+
+
+def checksum_problem(path: Path, spec: Source, source: str, digests: Callable[[str], str]) -> str:
+    """One line: expected (the upstream file, then the named copies) vs got, and the keys to set if trusted."""
     algorithm, expected = spec.checksum.split(":")
-    got = file_digest(path, algorithm)
+    got = digests(algorithm)
     size = path.stat().st_size
     fixes = []
     if got != expected:
         fixes.append(f"sources.{source}.checksum: {algorithm}:{got}")
     if spec.size is not None and size != spec.size:
         fixes.append(f"sources.{source}.size: {size}")
-    if not fixes:
-        return None
     found = f"{algorithm} {got}, {size} bytes"
     wanted = f"{algorithm} {expected}" + (f", {spec.size} bytes" if spec.size is not None else "")
+    if spec.also_accepted:  # named briefly: params.yaml holds their checksums in full
+        others = ", ".join(f"{name} ({copy.checksum[:15]}…)" for name, copy in spec.also_accepted.items())
+        wanted += f", or sources.{source}.also_accepted: {others}"
     return f"{path}: got {found}; expected {wanted}. If this copy is trusted, set {' and '.join(fixes)}"
 
 
