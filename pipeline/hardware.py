@@ -29,6 +29,13 @@ def vector_isa() -> str:
     return "unknown"
 
 
+def native_bfloat16() -> bool:
+    """Whether the CPU computes in bfloat16 itself (AVX512_BF16 or AMX): oneDNN has bfloat16
+    kernels only for those, and an AVX2-only CPU cannot run a bfloat16 network at all."""
+    flags = set((cpuinfo_field("flags") or "").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def machine() -> dict:
     """CPU, its vector instruction set, cores, GPUs and TensorFlow version, as training summaries record them."""
     import tensorflow as tf
