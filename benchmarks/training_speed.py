@@ -17,8 +17,9 @@ the same load.
 
 Printed per model: training images/s on each side, the speed-up, and the arithmetic rate (3x
 the forward FLOPs counted from the layers, per image) against this machine's float32
-matrix-multiply rate, measured in the same run. `--isa AVX2` sets ONEDNN_MAX_CPU_ISA=AVX2 for
-every training: the kernels an AVX2-only CPU runs.
+matrix-multiply rate, measured in the same run, and what the working tree computes in (its
+`precision` resolved on this CPU: bfloat16 where the CPU has it, so the share can pass 100 %).
+`--isa AVX2` sets ONEDNN_MAX_CPU_ISA=AVX2 for every training: the kernels an AVX2-only CPU runs.
 """
 from __future__ import annotations
 
@@ -97,6 +98,14 @@ def forward_flops(model: str) -> float:
     return flops
 
 
+def dtype_policy(model: str) -> str:
+    """What the working tree's training computes in here (its `precision`, resolved on this CPU)."""
+    from pipeline.config import load_config
+    from pipeline.models import compute_policy
+
+    return compute_policy(model, load_config(ROOT / "params.yaml").model(model))
+
+
 def matmul_rate(size: int = 2048, repeats: int = 20) -> float:
     """float32 matrix-multiply FLOP/s of this machine, as TensorFlow runs it."""
     import tensorflow as tf
@@ -147,6 +156,7 @@ def main() -> None:
                 per_epoch = {side: (walls[side, 3] - walls[side, 1]) / 2 for side in sides}
                 flops = 3 * forward_flops(model)
                 rows.append({"model": model, "train_images": images, "per_epoch_s": per_epoch,
+                             "dtype_policy_now": dtype_policy(model),
                              "images_per_s": {side: images / s for side, s in per_epoch.items()},
                              "speed_up": per_epoch["against"] / per_epoch["head"],
                              "training_flops_per_image": flops,
@@ -157,12 +167,12 @@ def main() -> None:
 
     print(f"\nfloat32 matmul: {rate / 1e9:.1f} GFLOP/s; against {args.against}"
           + (f"; ONEDNN_MAX_CPU_ISA={args.isa}" if args.isa else ""))
-    print("| model | images/s before | images/s now | speed-up | % of matmul rate before | now |")
-    print("|---|---|---|---|---|---|")
+    print("| model | images/s before | images/s now | speed-up | % of matmul rate before | now | now computes in |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| `{row['model']}` | {row['images_per_s']['against']:.0f} | {row['images_per_s']['head']:.0f} | "
               f"{row['speed_up']:.2f}x | {100 * row['matmul_share']['against']:.1f} % | "
-              f"{100 * row['matmul_share']['head']:.1f} % |")
+              f"{100 * row['matmul_share']['head']:.1f} % | {row['dtype_policy_now']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"against": args.against, "isa": args.isa, "matmul_flops_per_s": rate,
                                     "machine": machine(), "python": platform.python_version(),

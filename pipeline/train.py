@@ -296,6 +296,7 @@ def fit_model(config: Config, name: str, hp: Hyperparameters, workdir: Path | No
         model = float32_copy(model, name, params, weights)
     if spec.uses_vgg16 or policy != "float32":  # compiled in parts, or not at all: give it its loss
         compile_model(model, spec.n_classes, hp.learning_rate, label_smoothing=params.label_smoothing)
+        model.optimizer.build(model.trainable_variables)  # saved whole, so that loading it matches
     history["epoch"] = np.arange(1, len(history) + 1)
     return model, history[HISTORY_COLUMNS]
 
