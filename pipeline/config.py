@@ -119,6 +119,7 @@ class Model(Section):
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     ema_momentum: Optional[float] = Field(default=None, gt=0, lt=1)  # None: no moving average of the weights
     mirror_average: bool = False  # evaluate, predict and serve the mean over each image and its mirror image
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: bfloat16 where the CPU has it
     augment: Augment | None = None
     fine_tune: FineTune | None = None
 

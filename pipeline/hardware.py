@@ -29,6 +29,20 @@ def vector_isa() -> str:
     return "unknown"
 
 
+# ONEDNN_MAX_CPU_ISA caps that leave oneDNN its bfloat16 kernels
+BFLOAT16_ISA_CAPS = {"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                     "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16"}
+
+
+def native_bfloat16() -> bool:
+    """Whether oneDNN computes in bfloat16 here: the CPU must have it (AVX512_BF16 or AMX), and
+    ONEDNN_MAX_CPU_ISA must not cap the kernels below it. Without them TensorFlow cannot run a
+    bfloat16 network at all."""
+    flags = set((cpuinfo_field("flags") or "").split())
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) and cap in BFLOAT16_ISA_CAPS
+
+
 def machine() -> dict:
     """CPU, its vector instruction set, cores, GPUs and TensorFlow version, as training summaries record them."""
     import tensorflow as tf

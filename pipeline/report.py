@@ -269,12 +269,14 @@ def data_lines(config: Config) -> list[str]:
 
 
 def machine_lines(names: list[str]) -> list[str]:
-    """The CPUs the numbers came from: oneDNN's kernels follow the CPU, and so do the last digits."""
-    machines = {json.dumps(summary.get("machine"), sort_keys=True)
+    """The CPUs the numbers came from, and the arithmetic: oneDNN's kernels follow the CPU, and
+    so do the last digits."""
+    machines = {json.dumps({**summary["machine"], "precision": summary.get("precision", "float32")}, sort_keys=True)
                 for summary in map(read_json, map(paths.train_summary, names)) if summary and summary.get("machine")}
     described = [f"{m['cpu']}" + (f" ({m['isa']})" if m.get("isa") else "") + f", {m['cores']} cores"
                  + (f", {', '.join(m['gpus'])}" if m["gpus"] else "")
-                 + f", TensorFlow {m['tensorflow']}" for m in map(json.loads, sorted(machines))]
+                 + f", TensorFlow {m['tensorflow']}, computing in {m['precision']}"
+                 for m in map(json.loads, sorted(machines))]
     return [f"Trained on: {'; '.join(described)}. The same params on the same CPU give the same digits.", ""] \
         if described else []
 

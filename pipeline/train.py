@@ -31,7 +31,7 @@ from pipeline.data.augment import augmented
 from pipeline.data.split import split_checksum
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.atomic import replacing_file, write_text_atomically
-from pipeline.models import build_model, compile_model, vgg16
+from pipeline.models import build_model, compile_model, compute_policy, float32_copy, vgg16
 from pipeline.registry import REGISTRY
 from pipeline.tuned import searched_values
 
@@ -285,19 +285,23 @@ def fit_model(config: Config, name: str, hp: Hyperparameters, workdir: Path | No
     phase's fit (the tuner reports to Optuna through them).
     """
     make_deterministic(config.seed)
-    spec = REGISTRY[name]
+    spec, params = REGISTRY[name], config.model(name)
     weights = vgg16_weights(config) if spec.uses_vgg16 else None
-    model = build_model(name, config.model(name), weights)
+    policy = compute_policy(name, params)
+    model = build_model(name, params, weights, policy)
     trainer = train_vgg16 if spec.uses_vgg16 else train_from_scratch
     run = Run(name, workdir or BACKUP_ROOT / name, tuple(callbacks))
     history = trainer(config, run, model, hp).reset_index(drop=True)
-    if spec.uses_vgg16:  # its parts were compiled, not the whole: give the saved model its loss
-        compile_model(model, spec.n_classes, hp.learning_rate, label_smoothing=config.model(name).label_smoothing)
+    if policy != "float32":  # kept in float32, which every CPU runs, and scored as kept
+        model = float32_copy(model, name, params, weights)
+    if spec.uses_vgg16 or policy != "float32":  # compiled in parts, or not at all: give it its loss
+        compile_model(model, spec.n_classes, hp.learning_rate, label_smoothing=params.label_smoothing)
+        model.optimizer.build(model.trainable_variables)  # saved whole, so that loading it matches
     history["epoch"] = np.arange(1, len(history) + 1)
     return model, history[HISTORY_COLUMNS]
 
 
-def training_summary(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: float) -> dict:
+def training_summary(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: float, policy: str) -> dict:
     """What the run did. The saved model is the last epoch's ("final"); "best" is the epoch
     with the highest val accuracy, for comparison, not the one saved."""
     best = history.loc[history["val_accuracy"].idxmax()]
@@ -310,6 +314,7 @@ def training_summary(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: fl
         "epochs": int(len(history)),
         "wall_time_s": round(wall_time_s, 1),
         "machine": machine(),
+        "precision": policy,  # what training computed in; the saved model computes in float32
     }
 
 
@@ -319,6 +324,7 @@ def logged_params(config: Config, name: str, hp: Hyperparameters) -> dict:
             **{f"model.{p}.{k}": v for p, d in params.items() if isinstance(d, dict) for k, v in d.items()}}
     return {**flat, "epochs": hp.epochs, "learning_rate": hp.learning_rate, "batch_size": hp.batch_size,
             "use_tuned": config.train.use_tuned, "seed": config.seed,
+            "dtype_policy": compute_policy(name, config.model(name)),
             "subset_per_class": config.data.subset_per_class, "per_class": config.per_class(REGISTRY[name].task)}
 
 
@@ -386,7 +392,7 @@ def run(config: Config, name: str) -> None:
         tracking.log_splits(paths.split_dir(config, spec.task), spec.task, ["train", "val"], tags["split_sha256"])
         started = time.perf_counter()
         model, history = fit_model(config, name, hp)
-        summary = training_summary(history, hp, time.perf_counter() - started)
+        summary = training_summary(history, hp, time.perf_counter() - started, params["dtype_policy"])
         if "vgg16_weights" in tags:  # so the results table can say which weights it measured
             summary["vgg16_weights"] = tags["vgg16_weights"]
         write_outputs(name, model, history, summary)

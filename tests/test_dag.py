@@ -16,6 +16,7 @@ STAGES = [f"tune@{MODEL}", f"train@{MODEL}", f"evaluate@{MODEL}", f"visualize@{M
 PARAM_CHANGES = {
     "recipes.cifar10.image_size": (48, STAGES),  # the size every stage reads the images at
     f"train.{MODEL}.image_size": (48, STAGES),
+    "recipes.cifar10.precision": ("float32", [f"tune@{MODEL}", f"train@{MODEL}"]),
     "recipes.cifar10.label_smoothing": (0.1, [f"tune@{MODEL}", f"train@{MODEL}", f"evaluate@{MODEL}"]),  # evaluate's loss
     "seed": (7, [f"tune@{MODEL}", f"train@{MODEL}", "report"]),
     "data.subset_per_class": (50, ["report"]),
@@ -28,6 +29,7 @@ FILE_CHANGES = {
     "pipeline/data/loaders.py": [f"tune@{MODEL}", f"train@{MODEL}", f"evaluate@{MODEL}", f"visualize@{MODEL}"],
     "pipeline/models/naive.py": [f"tune@{MODEL}", f"train@{MODEL}", "report"],
     "pipeline/data/augment.py": [f"tune@{MODEL}", f"train@{MODEL}"],
+    "pipeline/hardware.py": [f"tune@{MODEL}", f"train@{MODEL}"],  # precision auto reads the CPU
     "pipeline/inference.py": [f"evaluate@{MODEL}"],
     "pipeline/visualize/filters.py": [f"visualize@{MODEL}"],
     f"reports/history/{MODEL}.csv": [f"train@{MODEL}", f"visualize@{MODEL}", "report"],  # train@ writes it

@@ -20,3 +20,20 @@ def test_this_machine_is_described():
     described = hardware.machine()
     assert described["cpu"] and described["cores"] >= 1
     assert described["isa"] in {"AMX", "AVX-512", "AVX2", "unknown"}
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu avx2 fma", False), ("avx2 avx512f avx512bw", False),
+    ("avx2 avx512f avx512_bf16", True), ("avx2 avx512f amx_bf16 amx_tile", True),
+])
+def test_native_bfloat16_is_read_from_the_cpu_flags(monkeypatch, flags, native):
+    monkeypatch.setattr(hardware, "cpuinfo_field", lambda name: flags if name == "flags" else "Some CPU")
+    assert hardware.native_bfloat16() is native
+
+
+@pytest.mark.parametrize("cap, native", [("AVX2", False), ("AVX512_CORE", False), ("avx512_core_bf16", True),
+                                         ("AVX512_CORE_AMX", True)])
+def test_kernels_capped_below_bfloat16_have_none(monkeypatch, cap, native):
+    monkeypatch.setattr(hardware, "cpuinfo_field", lambda name: "avx2 avx512f avx512_bf16" if name == "flags" else "")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert hardware.native_bfloat16() is native

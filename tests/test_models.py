@@ -10,7 +10,9 @@ from keras.src.legacy.saving import legacy_h5_format
 from pipeline.__main__ import MODELS
 from pipeline.config import Augment, FineTune, Model, Train
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.models import build_model, compile_model
+import pipeline.models
+from pipeline.hardware import native_bfloat16
+from pipeline.models import build_model, compile_model, compute_policy, float32_copy
 from pipeline.registry import REGISTRY, get_spec
 from pipeline.models.vgg16 import unfreeze_top
 
@@ -204,6 +206,39 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero():
     assert float(model.optimizer.learning_rate) == pytest.approx(5e-4)
     model.optimizer.iterations.assign(10)
     assert float(model.optimizer.learning_rate) == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.parametrize("precision, native, policy", [
+    ("float32", True, "float32"), ("auto", True, "mixed_bfloat16"), ("auto", False, "float32"),
+    ("bfloat16", True, "mixed_bfloat16"),
+])
+def test_precision_means_bfloat16_only_where_the_cpu_has_it(monkeypatch, precision, native, policy):
+    monkeypatch.setattr(pipeline.models, "native_bfloat16", lambda: native)
+    assert compute_policy("cifar10_naive", params(32, precision=precision)) == policy
+
+
+def test_bfloat16_on_a_cpu_without_it_names_the_key(monkeypatch):
+    monkeypatch.setattr(pipeline.models, "native_bfloat16", lambda: False)
+    with pytest.raises(ConfigError, match=r"train\.cifar10_naive\.precision: bfloat16 needs"):
+        compute_policy("cifar10_naive", params(32, precision="bfloat16"))
+
+
+@pytest.mark.parametrize("name", ["cifar10_residual", "cats_dogs_naive"])
+def test_a_bfloat16_model_is_copied_to_float32_with_its_weights(name):
+    """The model is kept in float32, which any CPU runs; the loss always sees float32 outputs."""
+    size = 32 if name.startswith("cifar10") else 48
+    keras.utils.set_random_seed(1)
+    trained = build_model(name, params(size), policy="mixed_bfloat16")
+    assert trained.get_layer("conv2").compute_dtype == "bfloat16"
+    assert trained.get_layer("predictions").compute_dtype == "float32"
+    keras.utils.set_random_seed(2)  # the copy starts from other weights: all must be overwritten
+    kept = float32_copy(trained, name, params(size))
+    assert {layer.dtype_policy.name for layer in kept.layers} == {"float32"}
+    for copied, original in zip(kept.weights, trained.weights, strict=True):
+        np.testing.assert_array_equal(copied.numpy(), original.numpy())
+    if native_bfloat16():  # the two compute alike up to bfloat16's rounding
+        images = random_images(4, size)
+        np.testing.assert_allclose(kept.predict(images, verbose=0), trained.predict(images, verbose=0), atol=0.05)
 
 
 def test_saved_model_loads_safely_with_same_predictions(tmp_path):

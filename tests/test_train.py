@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -13,6 +14,8 @@ import pytest
 
 from pipeline import paths, train
 from pipeline.config import load_config
+from pipeline.data import loaders
+from pipeline.hardware import native_bfloat16
 from pipeline.models import build_model, vgg16
 from pipeline.registry import REGISTRY
 from pipeline.errors import ConfigError, PipelineError
@@ -62,7 +65,9 @@ def test_training_writes_outputs_and_mlflow_run(project):
 
 @pytest.mark.parametrize("schedule, final_rate", [("constant", 0.001), ("cosine", 0.0)])
 def test_learning_rate_schedule_runs_over_all_epochs(project, schedule, final_rate):
-    config = tiny_cifar_project(project, epochs=2, **{"train.cifar10_naive.lr_schedule": schedule})
+    # in float32 the model returned is the one trained, with its optimizer (a bfloat16 one is copied)
+    config = tiny_cifar_project(project, epochs=2, **{"train.cifar10_naive.lr_schedule": schedule,
+                                                      "train.cifar10_naive.precision": "float32"})
     model, _ = train.fit_model(config, "cifar10_naive", train.hyperparameters(config, "cifar10_naive"))
     assert float(model.optimizer.learning_rate) == pytest.approx(final_rate, abs=1e-9)
 
@@ -73,6 +78,19 @@ def test_same_params_give_the_same_numbers(project):
     first = train.fit_model(config, "cifar10_naive", hp, workdir=project / "a")[1]
     second = train.fit_model(config, "cifar10_naive", hp, workdir=project / "b")[1]
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no bfloat16 kernels")
+def test_a_model_trained_in_bfloat16_is_saved_and_scored_in_float32(project):
+    config = tiny_cifar_project(project, **{"train.cifar10_naive.precision": "bfloat16"})
+    train.run(config, "cifar10_naive")
+    summary = json.loads(paths.train_summary("cifar10_naive").read_text())
+    assert summary["precision"] == "mixed_bfloat16"
+    saved = keras.saving.load_model(paths.model_file("cifar10_naive"))
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    images, labels = loaders.load_arrays(config, "cifar10", "val", 32)
+    val_loss = saved.evaluate(images, loaders.encode_labels(labels, 10), verbose=0)[0]
+    assert val_loss == pytest.approx(summary["final"]["val_loss"], abs=0.02)  # bfloat16's rounding apart
 
 
 def test_a_moving_average_of_the_weights_is_validated_and_kept(project):

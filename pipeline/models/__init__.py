@@ -1,10 +1,13 @@
 """Building and compiling the models that pipeline/registry.py lists by name."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.errors import ConfigError
+from pipeline.hardware import native_bfloat16
 from pipeline.registry import get_spec
 
 if TYPE_CHECKING:
@@ -12,17 +15,55 @@ if TYPE_CHECKING:
 
     from pipeline.config import Model
 
-__all__ = ["build_model", "compile_model", "loss_function"]
+__all__ = ["build_model", "compile_model", "compute_policy", "float32_copy", "loss_function"]
 
 
-def build_model(name: str, params: Model, vgg16_weights: Path | None = None) -> keras.Model:
-    """An uncompiled model named `name`; seed with keras.utils.set_random_seed beforehand."""
+def compute_policy(name: str, params: Model) -> str:
+    """The Keras dtype policy `params.precision` means on this machine: "mixed_bfloat16"
+    (bfloat16 arithmetic on float32 weights) or "float32". "auto" takes bfloat16 where the CPU
+    has it natively."""
+    if params.precision == "bfloat16" and not native_bfloat16():
+        raise ConfigError(f"train.{name}.precision: bfloat16 needs a CPU with AVX512_BF16 or AMX, and this one "
+                          f"has neither; use auto or float32")
+    if params.precision == "bfloat16" or (params.precision == "auto" and native_bfloat16()):
+        return "mixed_bfloat16"
+    return "float32"
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """Layers made inside compute under `policy`; Keras's global policy is restored afterwards."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_model(name: str, params: Model, vgg16_weights: Path | None = None, policy: str = "float32") -> keras.Model:
+    """An uncompiled model named `name`, computing under the dtype `policy`; seed with
+    keras.utils.set_random_seed beforehand."""
     spec = get_spec(name)
     module_name, function = spec.builder.rsplit(".", 1)
     builder = getattr(importlib.import_module(f"pipeline.models.{module_name}"), function)
-    if spec.uses_vgg16:
-        return builder(name, params, vgg16_weights)
-    return builder(name, params)
+    with dtype_policy(policy):
+        if spec.uses_vgg16:
+            return builder(name, params, vgg16_weights)
+        return builder(name, params)
+
+
+def float32_copy(model: keras.Model, name: str, params: Model, vgg16_weights: Path | None = None) -> keras.Model:
+    """The same network with the same weights, computing in float32: a model trained in
+    bfloat16 is saved so, and runs on any CPU (one without bfloat16 kernels cannot run it)."""
+    copy = build_model(name, params, vgg16_weights)
+    for target, source in zip(copy.weights, model.weights, strict=True):
+        if target.path != source.path:
+            raise ValueError(f"{name}: weight {source.path} has no twin in float32 ({target.path})")
+        target.assign(source)
+    return copy
 
 
 def compile_model(model: keras.Model, n_classes: int, learning_rate: float, decay_steps: int | None = None,

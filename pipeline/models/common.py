@@ -29,7 +29,8 @@ def scratch_input(params: Model) -> tuple[keras.KerasTensor, keras.KerasTensor]:
 
 
 def output_layer(n_classes: int) -> keras.layers.Dense:
-    """One sigmoid unit for two classes (binary cross-entropy), else a softmax over the classes."""
+    """One sigmoid unit for two classes (binary cross-entropy), else a softmax over the classes;
+    in float32 whatever the model computes in, so the loss sees no bfloat16 rounding."""
     if n_classes == 2:
-        return keras.layers.Dense(1, activation="sigmoid", name="predictions")
-    return keras.layers.Dense(n_classes, activation="softmax", name="predictions")
+        return keras.layers.Dense(1, activation="sigmoid", name="predictions", dtype="float32")
+    return keras.layers.Dense(n_classes, activation="softmax", name="predictions", dtype="float32")
