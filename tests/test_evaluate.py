@@ -141,9 +141,11 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
 
 @pytest.mark.parametrize("name", list(TINY))
 def test_val_loss_is_the_training_loss_label_smoothing_included(project, name):
-    """The same weights give the same val loss in metrics/ as in the training curves."""
+    """The same weights give the same val loss in metrics/ as in the training curves. (With
+    mirror averaging, or in bfloat16, the curves come from another computation: not here.)"""
     config = tiny_project(project, name)
-    set_params(project / "params.yaml", **{f"train.{name}.label_smoothing": 0.2})
+    set_params(project / "params.yaml", **{f"train.{name}.label_smoothing": 0.2, f"train.{name}.mirror_average": False,
+                                           f"train.{name}.precision": "float32"})
     config = load_config(project / "params.yaml")
     train.run(config, name)
     evaluate.run(config, name)
