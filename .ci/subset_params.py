@@ -21,6 +21,7 @@ def sha256(path: Path) -> str:
 def subset_overrides(mirror: Path) -> dict:
     overrides = {
         "data.subset_per_class": 50,
+        "replicate.seeds": [],  # the default seed alone: no replicate_* stages
         # The VGG16 stand-in is not the upstream file: its own checksum. The CIFAR-10 archive built
         # from the JPEG copies is sources.cifar10.also_accepted's, so params keep it as committed.
         "sources.vgg16.checksum": sha256(mirror / VGG16_WEIGHTS),

@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         stage = stages.add_parser(name, help=help_text, description=help_text)
         if argument:
             stage.add_argument(argument, choices=choices)
+    replicate = stages.add_parser("replicate", help="train one from-scratch model under a further seed",
+                                  description="train one from-scratch model under a further seed (replicate.seeds)")
+    replicate.add_argument("model", choices=MODELS)
+    replicate.add_argument("seed", type=int)
     predict = stages.add_parser("predict", help="classify image files and folders with a trained model",
                                 description="classify image files and folders with a trained model")
     predict.add_argument("--model", required=True,
@@ -50,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.predict import run as predict
 
         return predict(config, args.model, args.images, args.output)
+    if args.stage == "replicate":
+        from pipeline.replicate import run as replicate
+
+        replicate(config, args.model, args.seed)
+        return 0
     module_name, _, argument, _ = STAGES[args.stage]
     stage = importlib.import_module(module_name)
     stage.run(config, *([getattr(args, argument)] if argument else []))

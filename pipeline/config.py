@@ -101,6 +101,7 @@ class Augment(Section):
     zoom: float = Field(default=0.2, ge=0, lt=1)
     translation: float = Field(default=0.1, ge=0, lt=1)
     contrast: float = Field(default=0.0, ge=0, lt=1)
+    cutout: float = Field(default=0.0, ge=0, le=1)
 
 
 class FineTune(Section):
@@ -192,8 +193,20 @@ class Visualize(Section):
     gradcam_images_per_class: int = Field(default=2, gt=0)
 
 
+class Replicate(Section):
+    seeds: list[int] = Field(default_factory=list)  # further seeds each from-scratch model trains under
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or any(seed < 0 for seed in value):
+            raise ValueError("seeds must be distinct and not negative")
+        return value
+
+
 class Config(Section):
     seed: int = Field(default=42, ge=0)
+    replicate: Replicate = Replicate()
     data: Data = Data()
     sources: Sources
     split: Split
@@ -225,6 +238,12 @@ class Config(Section):
                 raise ValueError(
                     f"data.subset_per_class ({subset}) is larger than split.{task}.per_class ({per_class})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _further_seeds(self) -> Config:
+        if self.seed in self.replicate.seeds:
+            raise ValueError(f"replicate.seeds: {self.seed} is the default seed (seed); list only further ones")
         return self
 
     def model(self, name: str) -> Model:

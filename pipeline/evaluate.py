@@ -86,35 +86,43 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     plt.close(figure)
 
 
+def split_probabilities(config: Config, name: str, model: keras.Model, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split's labels and the class probabilities of the model as it is used (mirror
+    average included): the weights scored are the weights kept."""
+    params = config.model(name)
+    images, labels = loaders.load_arrays(config, REGISTRY[name].task, split, params.image_size)
+    return labels, class_probabilities(model, images, params.mirror_average)
+
+
 def val_metrics(config: Config, name: str, model: keras.Model) -> dict:
-    """The saved model on the validation split, as it is used (mirror average included): the
-    weights scored are the weights kept."""
-    images, labels = loaders.load_arrays(config, REGISTRY[name].task, "val", config.model(name).image_size)
-    probabilities = class_probabilities(model, images, config.model(name).mirror_average)
+    labels, probabilities = split_probabilities(config, name, model, "val")
     smoothing = config.model(name).label_smoothing
     return {"val_accuracy": accuracy(labels, probabilities), "val_loss": training_loss(labels, probabilities, smoothing)}
 
 
-def compared_metrics(val: dict, test: dict, name: str) -> dict:
+def compared_metrics(val: dict, test: dict, wall_time_s: float | None) -> dict:
     """The few numbers `dvc metrics show` lists per model, rounded as they are compared."""
-    summary = json.loads(paths.train_summary(name).read_text()) if paths.train_summary(name).exists() else {}
     numbers = {**val, "test_accuracy": test["test_accuracy"], "test_loss": test["test_loss"]}
     metrics = {key: round(value, 4) for key, value in numbers.items()}
-    if "wall_time_s" in summary:
-        metrics["train_wall_time_s"] = summary["wall_time_s"]
+    if wall_time_s is not None:
+        metrics["train_wall_time_s"] = wall_time_s
     return metrics
+
+
+def training_wall_time(name: str) -> float | None:
+    summary = paths.train_summary(name)
+    return json.loads(summary.read_text()).get("wall_time_s") if summary.exists() else None
 
 
 def run(config: Config, name: str) -> None:
     spec = REGISTRY[name]
     model = load_trained_model(name)
     classes = loaders.class_names(config, spec.task)
-    images, labels = loaders.load_arrays(config, spec.task, "test", config.model(name).image_size)
-    probabilities = class_probabilities(model, images, config.model(name).mirror_average)
+    labels, probabilities = split_probabilities(config, name, model, "test")
     metrics = test_metrics(labels, probabilities, classes, config.model(name).label_smoothing)
     predicted = probabilities.argmax(axis=1)
     val = val_metrics(config, name, model)
-    compared = compared_metrics(val, metrics, name)
+    compared = compared_metrics(val, metrics, training_wall_time(name))
 
     write_text_atomically(paths.eval_metrics(name), json.dumps(compared, indent=2) + "\n")
     write_text_atomically(paths.test_summary(name), json.dumps(metrics, indent=2) + "\n")

@@ -15,6 +15,10 @@ def cpuinfo_field(name: str) -> str | None:
     return None
 
 
+def cpu_flags() -> set[str]:
+    return set((cpuinfo_field("flags") or "").split())
+
+
 def cpu_name() -> str:
     return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
@@ -22,7 +26,7 @@ def cpu_name() -> str:
 def vector_isa() -> str:
     """The widest instruction set oneDNN can use here: one CPU name ('AMD EPYC') covers
     machines with and without AVX-512, whose kernels round differently."""
-    flags = set((cpuinfo_field("flags") or "").split())
+    flags = cpu_flags()
     for isa, flag in (("AMX", "amx_tile"), ("AVX-512", "avx512f"), ("AVX2", "avx2")):
         if flag in flags:
             return isa
@@ -38,9 +42,8 @@ def native_bfloat16() -> bool:
     """Whether oneDNN computes in bfloat16 here: the CPU must have it (AVX512_BF16 or AMX), and
     ONEDNN_MAX_CPU_ISA must not cap the kernels below it. Without them TensorFlow cannot run a
     bfloat16 network at all."""
-    flags = set((cpuinfo_field("flags") or "").split())
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    return bool(flags & {"avx512_bf16", "amx_bf16"}) and cap in BFLOAT16_ISA_CAPS
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}) and cap in BFLOAT16_ISA_CAPS
 
 
 def machine() -> dict:

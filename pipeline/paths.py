@@ -64,3 +64,18 @@ def figures_dir(model: str) -> Path:
 
 def tuned_file(model: str) -> Path:
     return TUNED_DIR / f"{model}.json"
+
+
+
+# A further seed's record (stage replicate_<task>@<model>-<seed>), beside the default seed's.
+def replicate_metrics(model: str, seed: int) -> Path:
+    """The numbers metrics/<model>.json holds, for this seed."""
+    return METRICS_DIR / "seeds" / f"{model}-{seed}.json"
+
+
+def replicate_summary(model: str, seed: int) -> Path:
+    return REPORTS_DIR / "seeds" / f"{model}-{seed}.json"
+
+
+def replicate_history(model: str, seed: int) -> Path:
+    return REPORTS_DIR / "seeds" / f"{model}-{seed}.csv"

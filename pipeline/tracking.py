@@ -77,17 +77,24 @@ def git_commit() -> str:
 
 
 @contextlib.contextmanager
-def training_run(model: str, task: str, tags: dict[str, str], resume_run_id: str | None = None):
+def training_run(model: str, task: str, tags: dict[str, str], resume_run_id: str | None = None,
+                 replicate_stage: str | None = None):
     """A run named after the model (or the interrupted one being resumed); its id is
-    written for the later stages to reopen. An exception inside ends the run FAILED."""
+    written for the later stages to reopen. An exception inside ends the run FAILED.
+
+    A further seed's training (`replicate_stage` names its DVC stage) is named after its seed
+    and writes no id: the later stages reopen the default seed's run."""
     use_experiment(task)
-    run_tags = {"model": model, "task": task, "dvc_stage": f"train@{model}", "git_commit": git_commit(), **tags}
+    stage = replicate_stage or f"train@{model}"
+    run_tags = {"model": model, "task": task, "dvc_stage": stage, "git_commit": git_commit(), **tags}
+    run_name = f"{model} seed {tags['seed']}" if replicate_stage else model
     # System metrics (CPU, memory, disk, network; GPU where nvidia-ml-py finds one) are sampled every 10 s.
-    with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else model, tags=run_tags,
+    with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else run_name, tags=run_tags,
                           log_system_metrics=True) as run:
-        run_id_path = paths.run_id_file(model)
-        run_id_path.parent.mkdir(parents=True, exist_ok=True)
-        run_id_path.write_text(run.info.run_id + "\n")
+        if not replicate_stage:
+            run_id_path = paths.run_id_file(model)
+            run_id_path.parent.mkdir(parents=True, exist_ok=True)
+            run_id_path.write_text(run.info.run_id + "\n")
         yield run
 
 

@@ -279,7 +279,8 @@ def train_from_scratch(config: Config, run: Run, model: keras.Model, hp: Hyperpa
 
 def fit_model(config: Config, name: str, hp: Hyperparameters, workdir: Path | None = None,
               callbacks: tuple = ()) -> tuple[keras.Model, pd.DataFrame]:
-    """Build and train one model; the history has one row per epoch over all phases.
+    """Build and train one model; the history has one row per epoch over all phases. The model
+    returned computes in float32, whatever training computed in, and is compiled.
 
     `workdir` holds the resume state (one per concurrent training); `callbacks` join every
     phase's fit (the tuner reports to Optuna through them).
@@ -350,66 +351,80 @@ def write_outputs(name: str, model: keras.Model, history: pd.DataFrame, summary:
     save_model_atomically(model, paths.model_file(name))
 
 
-def resumable_run_id(name: str, params: dict) -> str | None:
-    """The MLflow run a killed training left behind, if it trained with these same params on
-    this same split (its checksum).
+def resumable_run_id(key: str, task: str, params: dict) -> str | None:
+    """The MLflow run a killed training (`key`: the model, or the model and a further seed)
+    left behind, if it trained with these same params on this same split (its checksum).
 
     Backups of a run with other params or another split are dropped: resuming them would mix
     two experiments.
     """
-    backup, record = BACKUP_ROOT / name, BACKUP_ROOT / name / "run.json"
+    backup, record = BACKUP_ROOT / key, BACKUP_ROOT / key / "run.json"
     if record.exists():
         previous = json.loads(record.read_text())
-        if previous == training_identity(name, previous["run_id"], params):
-            print(f"{name}: resuming the interrupted run {previous['run_id']}")
+        if previous == training_identity(task, previous["run_id"], params):
+            print(f"{key}: resuming the interrupted run {previous['run_id']}")
             return previous["run_id"]
     shutil.rmtree(backup, ignore_errors=True)
     return None
 
 
-def remember_run(name: str, run_id: str, params: dict) -> None:
-    write_text_atomically(BACKUP_ROOT / name / "run.json", json.dumps(training_identity(name, run_id, params)))
+def remember_run(key: str, task: str, run_id: str, params: dict) -> None:
+    write_text_atomically(BACKUP_ROOT / key / "run.json", json.dumps(training_identity(task, run_id, params)))
 
 
-def training_identity(name: str, run_id: str, params: dict) -> dict:
+def training_identity(task: str, run_id: str, params: dict) -> dict:
     """What a resumed training must share with the killed one, as its JSON record holds it."""
-    split = split_checksum(REGISTRY[name].task)
-    return json.loads(json.dumps({"run_id": run_id, "params": params, "split_sha256": split}))
+    return json.loads(json.dumps({"run_id": run_id, "params": params, "split_sha256": split_checksum(task)}))
 
 
-def run(config: Config, name: str) -> None:
-    spec = REGISTRY[name]
-    hp = hyperparameters(config, name)
-    params = logged_params(config, name, hp)
-    tags = {"split_sha256": split_checksum(spec.task)}
-    if spec.uses_vgg16:
+def training_tags(config: Config, name: str) -> dict[str, str]:
+    """The split's checksum, the seed and, for VGG16 models, which weights the base holds."""
+    tags = {"split_sha256": split_checksum(REGISTRY[name].task), "seed": str(config.seed)}
+    if REGISTRY[name].uses_vgg16:
         tags["vgg16_weights"] = weights_origin(vgg16_weights(config))
         if tags["vgg16_weights"] != "imagenet":
             print(f"warning: {name} uses the VGG16 weights {tags['vgg16_weights']}: its accuracy means nothing")
-    with tracking.training_run(name, spec.task, tags, resume_run_id=resumable_run_id(name, params)) as active:
-        remember_run(name, active.info.run_id, params)
-        mlflow.log_params(params)
-        tracking.log_splits(paths.split_dir(config, spec.task), spec.task, ["train", "val"], tags["split_sha256"])
-        started = time.perf_counter()
-        model, history = fit_model(config, name, hp)
-        summary = training_summary(history, hp, time.perf_counter() - started, params["dtype_policy"])
-        if "vgg16_weights" in tags:  # so the results table can say which weights it measured
-            summary["vgg16_weights"] = tags["vgg16_weights"]
+    return tags
+
+
+def train_in_run(config: Config, name: str, hp: Hyperparameters, key: str, run_id: str, params: dict,
+                 tags: dict) -> tuple:
+    """Inside the open MLflow run `run_id`: train (resume state under `key`), logging the params
+    and summary metrics. Returns the model, its history and its training summary."""
+    task = REGISTRY[name].task
+    remember_run(key, task, run_id, params)
+    mlflow.log_params(params)
+    tracking.log_splits(paths.split_dir(config, task), task, ["train", "val"], tags["split_sha256"])
+    started = time.perf_counter()
+    model, history = fit_model(config, name, hp, BACKUP_ROOT / key)
+    summary = training_summary(history, hp, time.perf_counter() - started, params["dtype_policy"])
+    if "vgg16_weights" in tags:  # so the results table can say which weights it measured
+        summary["vgg16_weights"] = tags["vgg16_weights"]
+    mlflow.log_metrics({"best_val_accuracy": summary["best"]["val_accuracy"],
+                        "best_val_loss": summary["best"]["val_loss"], "wall_time_s": summary["wall_time_s"]})
+    return model, history, summary
+
+
+def run(config: Config, name: str) -> None:
+    task, hp = REGISTRY[name].task, hyperparameters(config, name)
+    params = logged_params(config, name, hp)
+    tags = training_tags(config, name)
+    with tracking.training_run(name, task, tags, resume_run_id=resumable_run_id(name, task, params)) as active:
+        model, history, summary = train_in_run(config, name, hp, name, active.info.run_id, params, tags)
         write_outputs(name, model, history, summary)
-        mlflow.log_metrics({"best_val_accuracy": summary["best"]["val_accuracy"],
-                            "best_val_loss": summary["best"]["val_loss"], "wall_time_s": summary["wall_time_s"]})
-        mlflow.log_artifact(str(paths.history_file(name)), "history")
-        log_curves(name)
+        log_curves(paths.history_file(name), name)
         log_model(model, config, name, tags)
     shutil.rmtree(BACKUP_ROOT / name, ignore_errors=True)  # finished: a rerun starts afresh
     print(f"{name}: val_accuracy {summary['final']['val_accuracy']:.4f} (best {summary['best']['val_accuracy']:.4f}, "
           f"epoch {summary['best']['val_accuracy_epoch']}), {summary['wall_time_s']} s")
 
 
-def log_curves(name: str) -> None:
+def log_curves(history_csv: Path, title: str) -> None:
+    """The history table and its plot, as artifacts of the active run."""
     from pipeline.visualize.curves import plot_history
 
+    mlflow.log_artifact(str(history_csv), "history")
     with tempfile.TemporaryDirectory() as scratch:
-        png = Path(scratch) / f"{name}_curves.png"
-        plot_history(paths.history_file(name), png, title=name)
+        png = Path(scratch) / f"{title}_curves.png"
+        plot_history(history_csv, png, title=title)
         mlflow.log_artifact(str(png), "figures")

@@ -203,6 +203,9 @@ def scratch_dvc_project(root: Path) -> Path:
     for output in ("reports/results.md", "reports/compare/cifar10_accuracy.png"):
         (root / output).parent.mkdir(parents=True, exist_ok=True)
         (root / output).write_text(output)
+    import yaml
+
+    from pipeline import paths
     from pipeline.registry import REGISTRY
 
     for name in REGISTRY:
@@ -217,6 +220,12 @@ def scratch_dvc_project(root: Path) -> Path:
         for output, content in contents.items():
             (root / output).parent.mkdir(parents=True, exist_ok=True)
             (root / output).write_text(content)
+        for seed in yaml.safe_load((root / "params.yaml").read_text())["replicate"]["seeds"]:
+            if not REGISTRY[name].uses_vgg16:
+                for output in (paths.replicate_metrics(name, seed), paths.replicate_summary(name, seed)):
+                    (root / output).parent.mkdir(parents=True, exist_ok=True)
+                    (root / output).write_text(json.dumps(metrics))
+                (root / paths.replicate_history(name, seed)).write_text(HISTORY_STAND_IN)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     return root

@@ -8,7 +8,7 @@ from pipeline.config import Augment
 from pipeline.data.augment import augment_images, augmented
 
 SEED = tf.constant([3, 4], tf.int64)
-NONE = {"flip": False, "rotation": 0.0, "zoom": 0.0, "translation": 0.0, "contrast": 0.0}
+NONE = {"flip": False, "rotation": 0.0, "zoom": 0.0, "translation": 0.0, "contrast": 0.0, "cutout": 0.0}
 
 
 def images(count: int = 16, size: int = 32) -> np.ndarray:
@@ -73,11 +73,42 @@ def test_contrast_scales_about_each_image_s_mean():
     assert not np.allclose(out, batch)
 
 
+def blanked_boxes(out: np.ndarray, before: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Per image, the rows and columns (top, bottom, left, right) where `out` differs from `before`."""
+    boxes = []
+    for o, b in zip(out, before):
+        rows, columns = np.nonzero((o != b).any(axis=-1))
+        boxes.append((rows.min(), rows.max() + 1, columns.min(), columns.max() + 1))
+    return boxes
+
+
+def test_cutout_blanks_one_square_per_image_to_its_mean_colour():
+    """0.25 of 32 pixels: an 8-pixel square, clipped where it hangs over an edge."""
+    batch = images(64)
+    out = augment(batch, cutout=0.25)
+    boxes = blanked_boxes(out, batch)
+    for o, b, (top, bottom, left, right) in zip(out, batch, boxes):
+        assert bottom - top <= 8 and right - left <= 8
+        np.testing.assert_allclose(o[top:bottom, left:right], np.broadcast_to(b.mean(axis=(0, 1)), (bottom - top, right - left, 3)), rtol=1e-5)
+    assert (8, 8) in {(bottom - top, right - left) for top, bottom, left, right in boxes}
+    assert len({box[0] for box in boxes}) > 4 and min(box[0] for box in boxes) == 0  # anywhere, over edges too
+
+
+def test_cutout_leaves_the_other_draws_as_they_were():
+    batch = images()
+    without = augment(batch, flip=True, translation=0.125)
+    with_cutout = augment(batch, flip=True, translation=0.125, cutout=0.25)
+    for w, o, (top, bottom, left, right) in zip(with_cutout, without, blanked_boxes(with_cutout, without)):
+        outside = np.ones(w.shape[:2], bool)
+        outside[top:bottom, left:right] = False
+        np.testing.assert_array_equal(w[outside], o[outside])
+
+
 def epochs(dataset: tf.data.Dataset, count: int) -> list[np.ndarray]:
     return [np.concatenate([batch[0].numpy() for batch in dataset]) for _ in range(count)]
 
 
-@pytest.mark.parametrize("kinds", [{"flip": True, "translation": 0.125}, {"flip": True, "rotation": 0.1, "zoom": 0.2}])
+@pytest.mark.parametrize("kinds", [{"flip": True, "translation": 0.125, "cutout": 0.25}, {"flip": True, "rotation": 0.1, "zoom": 0.2}])
 def test_new_draws_every_epoch_and_the_same_draws_for_the_same_seed(kinds):
     batch, targets = images(), np.arange(16, dtype=np.float32)
 

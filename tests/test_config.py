@@ -37,6 +37,9 @@ def test_shipped_params_are_valid():
         ({"tune.epochs": {"low": 5, "high": 2}}, "tune.epochs"),
         ({"tune.pruner": "random"}, "tune.pruner"),
         ({"unknown_section": 1}, "unknown_section"),
+        ({"replicate.seeds": [1, 1]}, "replicate.seeds"),
+        ({"replicate.seeds": [1, 42]}, "replicate.seeds"),  # 42 is the default seed
+        ({"recipes.cifar10.augment.cutout": 1.5}, "recipes.cifar10.augment.cutout"),
     ],
 )
 def test_bad_value_exits_2_naming_the_key(project, capsys, override, key):
@@ -64,4 +67,4 @@ def test_missing_params_file_is_one_line(project, capsys):
 def test_cli_offers_every_stage():
     """The parser's own choices, not its help text (where "train" also appears in split's line)."""
     stages = build_parser()._subparsers._group_actions[0].choices
-    assert list(stages) == ["download", "split", "train", "evaluate", "visualize", "tune", "report", "predict"]
+    assert list(stages) == ["download", "split", "train", "evaluate", "visualize", "tune", "report", "replicate", "predict"]

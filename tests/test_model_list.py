@@ -102,7 +102,8 @@ def test_ci_trains_every_model_of_the_registry_briefly(project):
 
 def test_dvc_metrics_show_lists_only_the_compared_numbers_one_row_per_model(tmp_path):
     """Split counts, per-class scores and hyperparameters live in reports/, which DVC does not
-    list as metrics: `dvc metrics show` prints one row per model with a few columns."""
+    list as metrics: `dvc metrics show` prints one row per model (and per further seed of a
+    from-scratch model) with a few columns."""
     import json
     import shutil
 
@@ -121,6 +122,12 @@ def test_dvc_metrics_show_lists_only_the_compared_numbers_one_row_per_model(tmp_
                               (paths.test_summary(name), others)):
             (project / path).parent.mkdir(parents=True, exist_ok=True)
             (project / path).write_text(json.dumps(content))
+    seeds = load_config(ROOT / "params.yaml").replicate.seeds
+    replicas = [paths.replicate_metrics(name, seed) for name in REGISTRY if not REGISTRY[name].uses_vgg16
+                for seed in seeds]
+    for path in replicas:
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / path).write_text(json.dumps(compared))
     for task in ("cats_dogs", "cifar10"):
         (project / paths.split_summary(task)).parent.mkdir(parents=True, exist_ok=True)
         (project / paths.split_summary(task)).write_text(json.dumps(others))
@@ -128,5 +135,5 @@ def test_dvc_metrics_show_lists_only_the_compared_numbers_one_row_per_model(tmp_
                            capture_output=True, text=True, check=True)
     (workspace,) = json.loads(shown.stdout).values()
     files = workspace["data"]
-    assert set(files) == {paths.eval_metrics(name).as_posix() for name in REGISTRY}
+    assert set(files) == {paths.eval_metrics(name).as_posix() for name in REGISTRY} | {p.as_posix() for p in replicas}
     assert all(set(entry["data"]) == set(compared) for entry in files.values())

@@ -48,7 +48,7 @@ def test_training_writes_outputs_and_mlflow_run(project):
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["learning_rate"] == "0.001" and run.data.params["batch_size"] == "16"
-    assert run.data.tags["dvc_stage"] == "train@cifar10_naive"
+    assert run.data.tags["dvc_stage"] == "train@cifar10_naive" and run.data.tags["seed"] == "42"
     steps = mlflow.MlflowClient().get_metric_history(run_id, "val_accuracy")
     assert sorted(m.step for m in steps) == [1, 2]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "figures")}
@@ -332,13 +332,13 @@ def test_resume_needs_the_same_params_and_split(project):
     split_metrics = paths.split_summary("cifar10")
     split_metrics.parent.mkdir(parents=True)
     split_metrics.write_text(json.dumps({"sha256": "a" * 64}))
-    train.remember_run(name, "run-1", params)
-    assert train.resumable_run_id(name, params) == "run-1"
-    assert train.resumable_run_id(name, {"learning_rate": 0.01}) is None  # other params: not resumed
+    train.remember_run(name, "cifar10", "run-1", params)
+    assert train.resumable_run_id(name, "cifar10", params) == "run-1"
+    assert train.resumable_run_id(name, "cifar10", {"learning_rate": 0.01}) is None  # other params: not resumed
     assert not (train.BACKUP_ROOT / name).exists()  # and the backup is dropped
-    train.remember_run(name, "run-2", params)
+    train.remember_run(name, "cifar10", "run-2", params)
     split_metrics.write_text(json.dumps({"sha256": "b" * 64}))  # the split changed since
-    assert train.resumable_run_id(name, params) is None
+    assert train.resumable_run_id(name, "cifar10", params) is None
     assert not (train.BACKUP_ROOT / name).exists()
 
 

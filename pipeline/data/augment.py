@@ -4,11 +4,13 @@ Mirror images and integer shifts need no interpolation: a batch is padded once (
 edges, as Keras's RandomTranslation fills) and each image is cropped from it by index. Rotation
 and zoom need resampling: then flip, rotation, zoom and shift are one affine transform per image,
 applied in one bilinear pass instead of one pass each. Contrast scales each image about its mean.
+Cutout blanks one square of each image (to its mean colour), so no single patch can be relied on.
 
 The randomness is stateless: each batch draws from a seed that `tf.data.Dataset.random` gives it
 (a new one every epoch), so the same params give the same images without serialising anything.
 Augmentation ranges follow Keras's layers of the same names: `rotation` is a fraction of a full
-turn, `zoom` and `translation` fractions of the image's side, `contrast` a factor range 1 ± c.
+turn, `zoom`, `translation` and `cutout` fractions of the image's side, `contrast` a factor
+range 1 ± c.
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ def augment_images(images: tf.Tensor, augment: Augment, seed: tf.Tensor) -> tf.T
             images = random_shift(images, augment.translation, geometry_seed)
     if augment.contrast:
         images = random_contrast(images, augment.contrast, contrast_seed)
+    if augment.cutout:  # its own seed, folded in, so the other kinds draw as they did without it
+        images = random_cutout(images, augment.cutout, tf.random.experimental.stateless_fold_in(seed, 3))
     return images
 
 
@@ -68,6 +72,23 @@ def random_contrast(images: tf.Tensor, factor: float, seed: tf.Tensor) -> tf.Ten
     scale = tf.random.stateless_uniform(tf.shape(images)[:1], seed, 1 - factor, 1 + factor)
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
     return tf.clip_by_value((images - mean) * scale[:, None, None, None] + mean, 0.0, 255.0)
+
+
+def random_cutout(images: tf.Tensor, fraction: float, seed: tf.Tensor) -> tf.Tensor:
+    """A square `fraction` of the side, centred anywhere in each image (so it may hang over an
+    edge), filled with that image's mean colour."""
+    height, width = images.shape[1], images.shape[2]
+    size_y, size_x = round(fraction * height), round(fraction * width)
+    batch = tf.shape(images)[:1]
+    seed_y, seed_x = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    top = tf.random.stateless_uniform(batch, seed_y, 0, height, dtype=tf.int32) - size_y // 2
+    left = tf.random.stateless_uniform(batch, seed_x, 0, width, dtype=tf.int32) - size_x // 2
+    rows, columns = tf.range(height)[None, :], tf.range(width)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size_y)
+    in_columns = (columns >= left[:, None]) & (columns < left[:, None] + size_x)
+    inside = in_rows[:, :, None, None] & in_columns[:, None, :, None]
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return tf.where(inside, mean, images)
 
 
 def affine(images: tf.Tensor, augment: Augment, seed: tf.Tensor) -> tf.Tensor:

@@ -22,11 +22,13 @@ def compute_policy(name: str, params: Model) -> str:
     """The Keras dtype policy `params.precision` means on this machine: "mixed_bfloat16"
     (bfloat16 arithmetic on float32 weights) or "float32". "auto" takes bfloat16 where the CPU
     has it natively."""
-    if params.precision == "bfloat16" and not native_bfloat16():
+    if params.precision == "float32":
+        return "float32"
+    if native_bfloat16():
+        return "mixed_bfloat16"
+    if params.precision == "bfloat16":
         raise ConfigError(f"train.{name}.precision: bfloat16 needs a CPU with AVX512_BF16 or AMX, and this one "
                           f"has neither; use auto or float32")
-    if params.precision == "bfloat16" or (params.precision == "auto" and native_bfloat16()):
-        return "mixed_bfloat16"
     return "float32"
 
 
