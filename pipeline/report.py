@@ -46,6 +46,17 @@ KNOWN_DATA = {
 
 
 SUMMARY_TITLE = "## Summary"
+VERDICTS_TITLE = "## What the study asked"
+# The study's questions, each a CIFAR-10 model against the network it changes.
+COMPARISONS = [
+    ("cifar10_inception", "cifar10_naive", "Does a naive Inception block help?"),
+    ("cifar10_residual", "cifar10_naive", "Does a residual block (after the stem) help?"),
+    ("cifar10_inception_reduced", "cifar10_inception", "Does dimension reduction help the Inception block?"),
+    ("cifar10_inception_reduced", "cifar10_naive", "Does an Inception block with dimension reduction help?"),
+    ("cifar10_inception_reduced_x2", "cifar10_inception_reduced", "Does a second reduced Inception block help?"),
+    ("cifar10_residual_8x8", "cifar10_naive", "Does a skip around conv3 (8x8) help?"),
+    ("cifar10_residual_4x4", "cifar10_naive", "Does a skip around conv4 (4x4) help?"),
+]
 CURRENT, STALE, NOT_RUN = "current", "stale", "not run"
 
 
@@ -53,34 +64,40 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def record_states(names: list[str]) -> dict[str, str]:
+def record_states(names: list[str], seeds: list[int] = ()) -> dict[str, str]:
     """Per model: CURRENT if dvc.lock holds its train@ and evaluate@ stages as run with today's
-    code, params and inputs, STALE if either changed since, NOT_RUN if either never ran.
+    code, params and inputs, STALE if either changed since, NOT_RUN if either never ran. With
+    `seeds`, the same per further seed, keyed "<model>-<seed>" (its replicate_ stage).
 
     Inputs that are missing here (data, models: a fresh clone has only what git holds) cannot
-    be compared and do not count. Outside a DVC project, every model with metrics counts as current.
+    be compared and do not count. Outside a DVC project, every record with metrics counts as current.
     """
+    records = {name: ([f"train@{name}", f"evaluate@{name}"], paths.eval_metrics(name)) for name in names}
+    for name in names:
+        if not REGISTRY[name].uses_vgg16:
+            for seed in seeds:
+                stage = f"replicate_{REGISTRY[name].task}@{name}-{seed}"
+                records[f"{name}-{seed}"] = ([stage], paths.replicate_metrics(name, seed))
     lock = read_yaml(Path("dvc.lock"))
     if lock is None or not Path(".dvc").is_dir():
-        return {name: CURRENT if paths.eval_metrics(name).exists() else NOT_RUN for name in names}
+        return {key: CURRENT if metrics.exists() else NOT_RUN for key, (_, metrics) in records.items()}
     from dvc.repo import Repo
-    from dvc.stage.exceptions import StageNotFound
 
     repo, ran = Repo("."), lock.get("stages", {})
-    states = {}
-    for name in names:
-        stages = [f"train@{name}", f"evaluate@{name}"]
-        if not all(stage in ran for stage in stages) or not paths.eval_metrics(name).exists():
-            states[name] = NOT_RUN
-            continue
-        try:
-            status = repo.status(targets=stages)
-        except StageNotFound:  # in dvc.lock, but no longer in dvc.yaml
-            states[name] = NOT_RUN
-            continue
-        changes = [change for stage_changes in status.values() for change in stage_changes]
-        states[name] = STALE if any(map(is_a_real_change, changes)) else CURRENT
-    return states
+    return {key: stage_state(repo, ran, stages, metrics) for key, (stages, metrics) in records.items()}
+
+
+def stage_state(repo, ran: dict, stages: list[str], metrics: Path) -> str:
+    from dvc.stage.exceptions import StageNotFound
+
+    if not all(stage in ran for stage in stages) or not metrics.exists():
+        return NOT_RUN
+    try:
+        status = repo.status(targets=stages)
+    except StageNotFound:  # in dvc.lock, but no longer in dvc.yaml
+        return NOT_RUN
+    changes = [change for stage_changes in status.values() for change in stage_changes]
+    return STALE if any(map(is_a_real_change, changes)) else CURRENT
 
 
 def read_yaml(path: Path) -> dict | None:
@@ -104,10 +121,37 @@ def is_a_real_change(change: str | dict) -> bool:
     return any(isinstance(state, dict) or state != "deleted" for state in deps.values())
 
 
-def summary_row(name: str, state: str) -> str:
-    spec, reported = REGISTRY[name], REPORTED.get(name)
+def seed_metrics(name: str, seeds: list[int], states: dict[str, str]) -> list[dict]:
+    """The metrics of the current records of `name`: the default seed's, then the further seeds'."""
+    files = [(name, paths.eval_metrics(name))] + [(f"{name}-{seed}", paths.replicate_metrics(name, seed))
+                                                  for seed in seeds]
+    return [read_json(path) for key, path in files if states.get(key) == CURRENT]
+
+
+def seed_accuracies(name: str, seeds: list[int], states: dict[str, str]) -> list[float]:
+    return [metrics["test_accuracy"] for metrics in seed_metrics(name, seeds, states)]
+
+
+def spread(accuracies: list[float]) -> tuple[float, float | None, int]:
+    """Mean, sample standard deviation (none for one seed) and n."""
+    n = len(accuracies)
+    mean = sum(accuracies) / n
+    std = (sum((a - mean) ** 2 for a in accuracies) / (n - 1)) ** 0.5 if n > 1 else None
+    return mean, std, n
+
+
+def spread_text(accuracies: list[float]) -> str:
+    if not accuracies:
+        return "–"
+    mean, std, n = spread(accuracies)
+    return f"{mean:.4f} ± {std:.4f} (n={n})" if std is not None else f"{mean:.4f} (n=1)"
+
+
+def summary_row(name: str, states: dict[str, str], seeds: list[int]) -> str:
+    spec, reported, state = REGISTRY[name], REPORTED.get(name), states[name]
     trained, tested = recorded(name, state)
     weights = (trained or {}).get("vgg16_weights", "imagenet")
+    over_seeds = "–"
     if state == NOT_RUN:
         ours = "not recorded" + (" (needs the ImageNet weights)" if spec.uses_vgg16 else "")
     elif state == STALE:
@@ -116,20 +160,49 @@ def summary_row(name: str, state: str) -> str:
         ours = f"VGG16 {weights}: no accuracy claimed"
     else:
         ours = f"**{tested['test_accuracy']:.4f}**"
+        over_seeds = spread_text(seed_accuracies(name, seeds, states))
     theirs = f"{reported[1]:.3f}" if reported else "–"
     where = TASK_TITLES[spec.task].split(": ", 1)[1] + ("" if spec.in_study else ", beyond the study")
-    return f"| `{name}` | {where} | {ours} | {theirs} |"
+    return f"| `{name}` | {where} | {ours} | {over_seeds} | {theirs} |"
 
 
-def summary_section(states: dict[str, str]) -> list[str]:
-    """One line per model: our test accuracy beside the report's. README.md shows this table."""
-    return [SUMMARY_TITLE, "", "| model | task | test accuracy | report: accuracy |", "|---|---|---|---|",
-            *(summary_row(name, state) for name, state in states.items()), ""]
+def summary_section(states: dict[str, str], seeds: list[int]) -> list[str]:
+    """One line per model: our test accuracy (default seed, and over the seeds) beside the
+    report's. README.md shows this table."""
+    return [SUMMARY_TITLE, "", "| model | task | test accuracy | over seeds: mean ± std | report: accuracy |",
+            "|---|---|---|---|---|", *(summary_row(name, states, seeds) for name in REGISTRY), ""]
 
 
-def summary_table(results_text: str) -> str:
-    """The summary table of a results.md, as README.md must show it."""
-    part = results_text.split(SUMMARY_TITLE + "\n", 1)[1].split("\n## ", 1)[0]
+def verdict(model: list[float], baseline: list[float]) -> tuple[str, str, str]:
+    """The difference of the mean test accuracies, twice its standard error
+    sqrt(s1²/n1 + s2²/n2), and what they say: better or worse only beyond two standard errors."""
+    if len(model) < 2 or len(baseline) < 2:
+        return "–", "–", "not measured (two seeds or more of each)"
+    (mean, std, n), (base_mean, base_std, base_n) = spread(model), spread(baseline)
+    difference, error = mean - base_mean, (std ** 2 / n + base_std ** 2 / base_n) ** 0.5
+    said = "no measurable difference"
+    if abs(difference) > 2 * error:
+        said = "better" if difference > 0 else "worse"
+    return f"{difference * 100:+.2f} points", f"{2 * error * 100:.2f} points", said
+
+
+def verdict_section(states: dict[str, str], seeds: list[int]) -> list[str]:
+    lines = [VERDICTS_TITLE, "",
+             "Each question compares two CIFAR-10 models' test accuracies over their seeds. \"better\" or "
+             "\"worse\" only where the difference of the means exceeds twice its standard error, "
+             "sqrt(s1²/n1 + s2²/n2); otherwise \"no measurable difference\".", "",
+             "| question | model | against | difference of means | 2 × standard error | answer |",
+             "|---|---|---|---|---|---|"]
+    for model, baseline, question in COMPARISONS:
+        difference, error, said = verdict(seed_accuracies(model, seeds, states),
+                                          seed_accuracies(baseline, seeds, states))
+        lines.append(f"| {question} | `{model}` | `{baseline}` | {difference} | {error} | **{said}** |")
+    return lines + [""]
+
+
+def summary_table(results_text: str, title: str = SUMMARY_TITLE) -> str:
+    """A table of a results.md (the summary, or the verdicts), as README.md must show it."""
+    part = results_text.split(title + "\n", 1)[1].split("\n## ", 1)[0]
     return "\n".join(line for line in part.strip().splitlines() if line.startswith("|"))
 
 
@@ -177,50 +250,58 @@ def compare_figure(task: str, names: list[str]) -> Path | None:
 
 
 def cifar10_results(config: Config, states: dict[str, str]) -> pd.DataFrame:
-    """One row per CIFAR-10 model: its size, whether the study had it, and what it measured."""
+    """One row per CIFAR-10 model: its size, whether the study had it, and what it measured
+    (test accuracy and training time over its seeds)."""
     from pipeline.models import build_model
 
     rows = []
     for name, spec in REGISTRY.items():
         if spec.task != "cifar10":
             continue
-        trained, tested = recorded(name, states[name])
+        trained, _ = recorded(name, states[name])
+        seeds = seed_metrics(name, config.replicate.seeds, states) if trained else []
+        mean, std, n = spread([m["test_accuracy"] for m in seeds]) if seeds else (None, None, 0)
+        times = [m["train_wall_time_s"] for m in seeds if m.get("train_wall_time_s") is not None] \
+            or ([trained["wall_time_s"]] if trained else [])
         reported = REPORTED.get(name)
         rows.append({
             "model": name, "in_study": spec.in_study,
             "parameters": build_model(name, config.model(name)).count_params(),
             "best_val_accuracy": trained["best"]["val_accuracy"] if trained else None,
-            "test_accuracy": tested["test_accuracy"] if tested else None,
-            "wall_time_s": trained["wall_time_s"] if trained else None,
+            "test_accuracy": mean, "test_accuracy_std": std, "seeds": n,
+            "wall_time_s": sum(times) / len(times) if times else None,
             "report_accuracy": reported[1] if reported else None,
         })
     return pd.DataFrame(rows)
 
 
-def beyond_the_study(results: pd.DataFrame) -> list[str]:
+def beyond_the_study(results: pd.DataFrame, cpu: str) -> list[str]:
     """The report's next step (other Inception modules, skips elsewhere) beside its own models."""
     def number(value, form, unit=""):
         return "–" if pd.isna(value) else format(value, form) + unit
 
     lines = ["## Beyond the study: other Inception modules, residual connections elsewhere", "",
-             "The report's closing question, answered on CIFAR-10 with the same recipe as `cifar10_naive`.", "",
-             "| model | in the study | parameters | best val accuracy | test accuracy | training wall time "
-             "| report: accuracy |",
-             "|---|---|---|---|---|---|---|"]
+             "The report's closing question, answered on CIFAR-10 with the same recipe as `cifar10_naive`. "
+             f"Test accuracy and training time are means over the seeds recorded; times on {cpu}.", "",
+             "| model | in the study | parameters | best val accuracy (seed 42) | test accuracy: mean | std (n) "
+             "| training wall time | report: accuracy |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in results.itertuples():
+        deviation = f"{number(row.test_accuracy_std, '.3f')} ({row.seeds})" if row.seeds else "–"
         lines.append(f"| `{row.model}` | {'yes' if row.in_study else 'no'} | {row.parameters:,} "
                      f"| {number(row.best_val_accuracy, '.3f')} | **{number(row.test_accuracy, '.3f')}** "
-                     f"| {number(row.wall_time_s, '.0f', ' s')} | {number(row.report_accuracy, '.3f')} |")
-    figure = accuracy_figure(results)
+                     f"| {deviation} | {number(row.wall_time_s, '.0f', ' s')} | {number(row.report_accuracy, '.3f')} |")
+    figure = accuracy_figure(results, cpu)
     if figure:
         lines += ["", f"![CIFAR-10: test accuracy against size and training time]"
                       f"({figure.relative_to(paths.REPORTS_DIR).as_posix()})"]
     return lines + [""]
 
 
-def accuracy_figure(results: pd.DataFrame) -> Path | None:
-    """Test accuracy against parameter count and against training time; the report's numbers
-    are marked at the size of the same network here (the report gives only the naive CNN's)."""
+def accuracy_figure(results: pd.DataFrame, cpu: str) -> Path | None:
+    """Mean test accuracy (bars: one standard deviation over the seeds) against parameter count
+    and against training time; the report's numbers are marked at the size of the same network
+    here (the report gives only the naive CNN's)."""
     from pipeline.visualize.curves import save_figure  # sets the Agg backend first
     import matplotlib.pyplot as plt
 
@@ -228,15 +309,17 @@ def accuracy_figure(results: pd.DataFrame) -> Path | None:
     if measured.empty:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, column, label in ((axes[0], "parameters", "parameters"), (axes[1], "wall_time_s", "training wall time (s)")):
+    for ax, column, label in ((axes[0], "parameters", "parameters"),
+                              (axes[1], "wall_time_s", f"training wall time (s), {cpu}")):
         for in_study, colour, group in ((True, "tab:blue", "the study's models"), (False, "tab:green", "beyond the study")):
-            part = measured[measured["in_study"] == in_study]
-            ax.scatter(part[column], part["test_accuracy"], color=colour, label=group, zorder=3)
+            part = measured[measured["in_study"] == in_study].dropna(subset=[column])
+            ax.errorbar(part[column], part["test_accuracy"], yerr=part["test_accuracy_std"].fillna(0).to_numpy(),
+                        fmt="o", color=colour, capsize=3, label=group, zorder=3)
             for row in part.itertuples():
                 ax.annotate(row.model.removeprefix("cifar10_"), (getattr(row, column), row.test_accuracy),
                             textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel("test accuracy (mean ± std over seeds)")
         ax.grid(alpha=0.3)
     reported = results.dropna(subset=["report_accuracy"])
     axes[0].scatter(reported["parameters"], reported["report_accuracy"], color="tab:red", marker="x",
@@ -268,31 +351,53 @@ def data_lines(config: Config) -> list[str]:
     return lines + [""]
 
 
-def machine_lines(names: list[str]) -> list[str]:
+def training_summaries(names: list[str], seeds: list[int], states: dict[str, str]) -> list[Path]:
+    """The training summaries of the current records of `names`, every seed's."""
+    files = [(name, paths.train_summary(name)) for name in names]
+    files += [(f"{name}-{seed}", paths.replicate_summary(name, seed)) for name in names for seed in seeds]
+    return [path for key, path in files if states.get(key) == CURRENT]
+
+
+def machines(summaries: list[Path]) -> list[dict]:
+    """The distinct machines (and arithmetic) these training summaries came from."""
+    seen = {json.dumps({**summary["machine"], "precision": summary.get("precision", "float32")}, sort_keys=True)
+            for summary in map(read_json, summaries) if summary and summary.get("machine")}
+    return [json.loads(machine) for machine in sorted(seen)]
+
+
+def cpu_label(summaries: list[Path]) -> str:
+    cpus = {f"{m['cpu']}" + (f" ({m['isa']})" if m.get("isa") else "") for m in machines(summaries)}
+    return cpus.pop() if len(cpus) == 1 else "mixed CPUs" if cpus else "no CPU recorded"
+
+
+def machine_lines(summaries: list[Path]) -> list[str]:
     """The CPUs the numbers came from, and the arithmetic: oneDNN's kernels follow the CPU, and
     so do the last digits."""
-    machines = {json.dumps({**summary["machine"], "precision": summary.get("precision", "float32")}, sort_keys=True)
-                for summary in map(read_json, map(paths.train_summary, names)) if summary and summary.get("machine")}
     described = [f"{m['cpu']}" + (f" ({m['isa']})" if m.get("isa") else "") + f", {m['cores']} cores"
                  + (f", {', '.join(m['gpus'])}" if m["gpus"] else "")
                  + f", TensorFlow {m['tensorflow']}, computing in {m['precision']}"
-                 for m in map(json.loads, sorted(machines))]
+                 for m in machines(summaries)]
     return [f"Trained on: {'; '.join(described)}. The same params on the same CPU give the same digits.", ""] \
         if described else []
 
 
 def run(config: Config) -> None:
     shutil.rmtree(COMPARE_DIR, ignore_errors=True)  # figures of records no longer current go too
+    seeds = config.replicate.seeds
     lines = ["# Results", "",
              "Rebuilt by `dvc repro report` from `metrics/` and `reports/training/` beside the numbers of the "
              "original report. The saved model is the last epoch's: val and test accuracy are measured on it "
-             "by `evaluate`; the best val accuracy, and its epoch, are for comparison.", ""]
-    states = record_states(list(REGISTRY))
-    current = [name for name, state in states.items() if state == CURRENT]
-    lines += data_lines(config) + machine_lines(current) + summary_section(states)
+             f"by `evaluate`; the best val accuracy, and its epoch, are for comparison. Test accuracy is the "
+             f"default seed's ({config.seed}); \"over seeds\" adds the further seeds {seeds} where recorded.", ""]
+    states = record_states(list(REGISTRY), seeds)
+    current = [name for name in REGISTRY if states[name] == CURRENT]
+    lines += data_lines(config) + machine_lines(training_summaries(current, seeds, states))
+    lines += summary_section(states, seeds)
+    lines += verdict_section(states, seeds)
     for task in ("cats_dogs", "cifar10"):
         names = [name for name, spec in REGISTRY.items() if spec.task == task and spec.in_study]
         lines += task_section(task, names, states)
-    lines += beyond_the_study(cifar10_results(config, states))
+    cifar10 = [name for name in current if REGISTRY[name].task == "cifar10"]
+    lines += beyond_the_study(cifar10_results(config, states), cpu_label(training_summaries(cifar10, seeds, states)))
     write_text_atomically(RESULTS, "\n".join(lines))
     print(f"wrote {RESULTS}")

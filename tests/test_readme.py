@@ -13,12 +13,13 @@ from tests.conftest import ROOT
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+VERDICT_MARKERS = ("<!-- verdicts:start -->", "<!-- verdicts:end -->")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-def readme_table() -> str:
+def readme_table(markers: tuple[str, str] = MARKERS) -> str:
     text = README.read_text()
-    return text.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0].strip()
+    return text.split(markers[0], 1)[1].split(markers[1], 1)[0].strip()
 
 
 def headings(page) -> set[str]:
@@ -52,6 +53,8 @@ def test_readme_shows_the_summary_of_the_committed_results():
     results = (ROOT / "reports" / "results.md").read_text()
     assert readme_table() == report.summary_table(results), (
         "README.md's results table differs from reports/results.md: copy its summary table between the markers")
+    assert readme_table(VERDICT_MARKERS) == report.summary_table(results, report.VERDICTS_TITLE), (
+        "README.md's verdicts differ from reports/results.md's: copy them between the markers")
 
 
 def test_committed_results_are_what_report_generates(tmp_path):

@@ -15,14 +15,23 @@ CIFAR10 = [name for name, spec in REGISTRY.items() if spec.task == "cifar10"]
 
 def write_metrics(name: str, test_accuracy: float, wall_time_s: float) -> None:
     """The two files train and evaluate leave for a model, with the keys the report reads."""
+    metrics = {"val_accuracy": test_accuracy - 0.02, "val_loss": 0.75, "test_accuracy": test_accuracy,
+               "test_loss": 0.7, "train_wall_time_s": wall_time_s}
     paths.train_summary(name).parent.mkdir(parents=True, exist_ok=True)
     paths.train_summary(name).write_text(json.dumps({
         "hyperparameters": {"epochs": 25, "learning_rate": 0.001, "batch_size": 64},
         "best": {"val_accuracy": test_accuracy - 0.01, "val_accuracy_epoch": 20, "val_loss": 0.7},
         "wall_time_s": wall_time_s}))
     paths.eval_metrics(name).parent.mkdir(parents=True, exist_ok=True)
-    paths.eval_metrics(name).write_text(json.dumps({"val_accuracy": test_accuracy - 0.02, "val_loss": 0.75,
-                                                     "test_accuracy": test_accuracy, "test_loss": 0.7}))
+    paths.eval_metrics(name).write_text(json.dumps(metrics))
+
+
+def write_further_seed(name: str, seed: int, test_accuracy: float, wall_time_s: float) -> None:
+    """What replicate_<task>@<name>-<seed> leaves: the default seed's metrics' keys."""
+    path = paths.replicate_metrics(name, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"val_accuracy": test_accuracy - 0.02, "val_loss": 0.75, "test_accuracy": test_accuracy,
+                                "test_loss": 0.7, "train_wall_time_s": wall_time_s}))
 
 
 def rows(text: str, section: str) -> dict[str, str]:
@@ -48,7 +57,8 @@ def test_study_models_in_their_tables_and_variants_beyond(project):
         cells = [cell.strip() for cell in beyond[name].split("|")[1:-1]]
         assert cells[1] == ("yes" if REGISTRY[name].in_study else "no")
         assert cells[4] == f"**{0.70 + index / 100:.3f}**"
-        assert cells[5] == f"{600 + index} s"
+        assert cells[5] == "– (1)"  # one seed: no spread
+        assert cells[6] == f"{600 + index} s"
     assert "| 374,986 |" in beyond["cifar10_naive"] and "| 589,306 |" in beyond["cifar10_inception_reduced"]
 
     figure = report.COMPARE_DIR / "cifar10_accuracy.png"
@@ -59,8 +69,43 @@ def test_study_models_in_their_tables_and_variants_beyond(project):
 def test_unmeasured_models_leave_dashes_and_no_figure(project):
     report.run(load_config())
     beyond = rows(report.RESULTS.read_text(), "## Beyond the study")
-    assert all("| **–** | – |" in line for line in beyond.values())
+    assert all("| **–** | – | – |" in line for line in beyond.values())
     assert not (report.COMPARE_DIR / "cifar10_accuracy.png").exists()
+
+
+def test_the_spread_over_seeds_and_the_verdicts_come_from_the_metrics(project):
+    """Three seeds each: inception clearly above naive, residual within the noise, a model with
+    one seed unjudged; the means and standard deviations in the tables and the figure."""
+    accuracies = {"cifar10_naive": [0.80, 0.81, 0.82], "cifar10_inception": [0.84, 0.85, 0.86],
+                  "cifar10_residual": [0.79, 0.82, 0.84], "cifar10_inception_reduced": [0.85]}
+    for name, (default, *further) in accuracies.items():
+        write_metrics(name, default, 600)
+        for seed, accuracy in zip(load_config().replicate.seeds, further):
+            write_further_seed(name, seed, accuracy, 660)
+    report.run(load_config())
+    text = report.RESULTS.read_text()
+
+    summary = rows(text, "## Summary")
+    assert "| 0.8100 ± 0.0100 (n=3) |" in summary["cifar10_naive"]
+    assert "| **0.8000** |" in summary["cifar10_naive"]  # the default seed's own
+    assert "| 0.8500 (n=1) |" in summary["cifar10_inception_reduced"]
+    verdicts = {line.split("`")[1] + " " + line.split("`")[3]: line
+                for line in text.split(report.VERDICTS_TITLE, 1)[1].split("\n## ", 1)[0].splitlines()
+                if line.startswith("| Does")}
+    assert "| +4.00 points | 1.63 points | **better** |" in verdicts["cifar10_inception cifar10_naive"]
+    assert "**no measurable difference**" in verdicts["cifar10_residual cifar10_naive"]
+    assert "**not measured" in verdicts["cifar10_inception_reduced cifar10_inception"]
+    beyond = rows(text, "## Beyond the study")
+    assert "| **0.850** | 0.010 (3) | 640 s |" in beyond["cifar10_inception"]  # time: the seeds' mean
+
+
+@pytest.mark.parametrize("model, baseline, said", [
+    ([0.82, 0.83], [0.80, 0.81], "better"),
+    ([0.80, 0.81], [0.82, 0.83], "worse"),
+    ([0.80, 0.84], [0.81, 0.82], "no measurable difference"),
+])
+def test_better_or_worse_only_beyond_two_standard_errors(model, baseline, said):
+    assert report.verdict(model, baseline)[2] == said
 
 
 @pytest.mark.slow
