@@ -19,7 +19,7 @@ PARAM_CHANGES = {
     "recipes.cifar10.image_size": (48, STAGES),  # the size every stage reads the images at
     f"train.{MODEL}.image_size": (48, STAGES),
     "recipes.cifar10.precision": ("float32", TRAININGS),
-    "recipes.cifar10.label_smoothing": (0.1, [*TRAININGS, f"evaluate@{MODEL}"]),  # evaluate's loss
+    "recipes.cifar10.label_smoothing": (0.2, [*TRAININGS, f"evaluate@{MODEL}"]),  # evaluate's loss
     "recipes.cifar10.augment.cutout": (0.25, TRAININGS),
     "seed": (7, [f"tune@{MODEL}", f"train@{MODEL}", "report"]),
     "data.subset_per_class": (50, ["report"]),
