@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -60,6 +61,11 @@ COMPARISONS = [
 CURRENT, STALE, NOT_RUN = "current", "stale", "not run"
 
 
+def seed_key(name: str, seed: int) -> str:
+    """How `record_states` names a further seed's record."""
+    return f"{name}-{seed}"
+
+
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -77,7 +83,7 @@ def record_states(names: list[str], seeds: list[int] = ()) -> dict[str, str]:
         if not REGISTRY[name].uses_vgg16:
             for seed in seeds:
                 stage = f"replicate_{REGISTRY[name].task}@{name}-{seed}"
-                records[f"{name}-{seed}"] = ([stage], paths.replicate_metrics(name, seed))
+                records[seed_key(name, seed)] = ([stage], paths.replicate_metrics(name, seed))
     lock = read_yaml(Path("dvc.lock"))
     if lock is None or not Path(".dvc").is_dir():
         return {key: CURRENT if metrics.exists() else NOT_RUN for key, (_, metrics) in records.items()}
@@ -123,7 +129,7 @@ def is_a_real_change(change: str | dict) -> bool:
 
 def seed_metrics(name: str, seeds: list[int], states: dict[str, str]) -> list[dict]:
     """The metrics of the current records of `name`: the default seed's, then the further seeds'."""
-    files = [(name, paths.eval_metrics(name))] + [(f"{name}-{seed}", paths.replicate_metrics(name, seed))
+    files = [(name, paths.eval_metrics(name))] + [(seed_key(name, seed), paths.replicate_metrics(name, seed))
                                                   for seed in seeds]
     return [read_json(path) for key, path in files if states.get(key) == CURRENT]
 
@@ -134,10 +140,8 @@ def seed_accuracies(name: str, seeds: list[int], states: dict[str, str]) -> list
 
 def spread(accuracies: list[float]) -> tuple[float, float | None, int]:
     """Mean, sample standard deviation (none for one seed) and n."""
-    n = len(accuracies)
-    mean = sum(accuracies) / n
-    std = (sum((a - mean) ** 2 for a in accuracies) / (n - 1)) ** 0.5 if n > 1 else None
-    return mean, std, n
+    std = statistics.stdev(accuracies) if len(accuracies) > 1 else None
+    return statistics.mean(accuracies), std, len(accuracies)
 
 
 def spread_text(accuracies: list[float]) -> str:
@@ -354,7 +358,7 @@ def data_lines(config: Config) -> list[str]:
 def training_summaries(names: list[str], seeds: list[int], states: dict[str, str]) -> list[Path]:
     """The training summaries of the current records of `names`, every seed's."""
     files = [(name, paths.train_summary(name)) for name in names]
-    files += [(f"{name}-{seed}", paths.replicate_summary(name, seed)) for name in names for seed in seeds]
+    files += [(seed_key(name, seed), paths.replicate_summary(name, seed)) for name in names for seed in seeds]
     return [path for key, path in files if states.get(key) == CURRENT]
 
 
