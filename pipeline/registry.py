@@ -44,3 +44,8 @@ def get_spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
         raise ConfigError(f"unknown model '{name}' (one of: {', '.join(REGISTRY)})")
     return REGISTRY[name]
+
+
+def replicate_stage(name: str, seed: int) -> str:
+    """dvc.yaml's name for `name` trained under the further seed `seed` (its matrix stage)."""
+    return f"replicate_{REGISTRY[name].task}@{name}-{seed}"

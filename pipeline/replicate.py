@@ -18,7 +18,7 @@ from pipeline import evaluate, paths, tracking, train
 from pipeline.atomic import write_text_atomically
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.registry import REGISTRY
+from pipeline.registry import REGISTRY, replicate_stage
 
 
 def check_replicable(config: Config, name: str, seed: int) -> None:
@@ -32,7 +32,7 @@ def run(config: Config, name: str, seed: int) -> None:
     check_replicable(config, name, seed)
     task, hp = REGISTRY[name].task, train.hyperparameters(config, name)  # a search is the default seed's
     config = config.model_copy(update={"seed": seed})
-    key, stage = f"{name}-{seed}", f"replicate_{task}@{name}-{seed}"
+    key, stage = f"{name}-{seed}", replicate_stage(name, seed)
     params = train.logged_params(config, name, hp)
     tags = train.training_tags(config, name)
     resumed = train.resumable_run_id(key, task, params)

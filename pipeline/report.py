@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.config import Config
 from pipeline.atomic import write_text_atomically
-from pipeline.registry import REGISTRY
+from pipeline.registry import REGISTRY, replicate_stage
 
 RESULTS = paths.REPORTS_DIR / "results.md"
 COMPARE_DIR = paths.REPORTS_DIR / "compare"
@@ -82,8 +82,7 @@ def record_states(names: list[str], seeds: list[int] = ()) -> dict[str, str]:
     for name in names:
         if not REGISTRY[name].uses_vgg16:
             for seed in seeds:
-                stage = f"replicate_{REGISTRY[name].task}@{name}-{seed}"
-                records[seed_key(name, seed)] = ([stage], paths.replicate_metrics(name, seed))
+                records[seed_key(name, seed)] = ([replicate_stage(name, seed)], paths.replicate_metrics(name, seed))
     lock = read_yaml(Path("dvc.lock"))
     if lock is None or not Path(".dvc").is_dir():
         return {key: CURRENT if metrics.exists() else NOT_RUN for key, (_, metrics) in records.items()}
