@@ -249,7 +249,9 @@ def compare_figure(task: str, names: list[str]) -> Path | None:
                  if paths.history_file(name).exists()}
     if not histories:
         return None
-    return compare_models(histories, COMPARE_DIR / f"{task}_curves.png")
+    # The curves are the training network's, per epoch: no mirror average, so below the metrics.
+    title = f"{TASK_TITLES[task]}: validation per epoch (as trained; no mirror average)"
+    return compare_models(histories, COMPARE_DIR / f"{task}_curves.png", title)
 
 
 def cifar10_results(config: Config, states: dict[str, str]) -> pd.DataFrame:

@@ -15,6 +15,7 @@ PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 VERDICT_MARKERS = ("<!-- verdicts:start -->", "<!-- verdicts:end -->")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+IMAGE = re.compile(r"!\[[^]]*\]\(([^)\s]+)\)")
 
 
 def readme_table(markers: tuple[str, str] = MARKERS) -> str:
@@ -68,3 +69,18 @@ def test_committed_results_are_what_report_generates(tmp_path):
     subprocess.run([sys.executable, "-m", "pipeline", "report"], cwd=tmp_path, check=True, capture_output=True,
                    env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert (tmp_path / "reports" / "results.md").read_text() == (ROOT / "reports" / "results.md").read_text()
+
+
+def test_readme_figures_are_committed_stage_outputs():
+    """Every figure the README shows is in git and written by a stage of dvc.yaml, so a rerun redraws it."""
+    from dvc.repo import Repo
+
+    outputs = [out.def_path for stage in Repo(str(ROOT)).index.stages for out in stage.outs]
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.splitlines())
+    figures = IMAGE.findall(README.read_text())
+    assert len(figures) >= 6  # curves, accuracy against size and time, confusion, Grad-CAM, filters
+    for figure in figures:
+        assert figure in tracked, f"{figure} is not committed"
+        assert any(figure == out or figure.startswith(out.rstrip("/") + "/") for out in outputs), (
+            f"{figure} is no stage's output")
