@@ -203,8 +203,8 @@ def verdict_section(states: dict[str, str], seeds: list[int]) -> list[str]:
     return lines + [""]
 
 
-def summary_table(results_text: str, title: str = SUMMARY_TITLE) -> str:
-    """A table of a results.md (the summary, or the verdicts), as README.md must show it."""
+def section_table(results_text: str, title: str) -> str:
+    """The table under a heading of a results.md (the summary, or the verdicts), as README.md shows it."""
     part = results_text.split(title + "\n", 1)[1].split("\n## ", 1)[0]
     return "\n".join(line for line in part.strip().splitlines() if line.startswith("|"))
 
