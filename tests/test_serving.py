@@ -276,7 +276,12 @@ def test_server_classifies_photos_and_survives_a_corrupt_one(registered, server)
     # Still up, and still right.
     assert requests.get(f"{server}/ping", timeout=10).status_code == 200
     again = requests.post(f"{server}/invocations", json=request(photos[1:2]), timeout=60)
-    assert again.status_code == 200 and again.json()["predictions"] == predictions[1:2]
+    assert again.status_code == 200
+    (alone,) = again.json()["predictions"]
+    assert alone["label"] == predictions[1]["label"]
+    # oneDNN picks its kernels by batch size (AMX does), so a photo sent alone may differ in the last bits.
+    np.testing.assert_allclose([alone["probabilities"][c] for c in CLASSES],
+                               [predictions[1]["probabilities"][c] for c in CLASSES], atol=1e-6)
 
 
 def test_the_mirror_average_is_scored_predicted_and_served_alike(project):
