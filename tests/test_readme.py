@@ -23,6 +23,10 @@ def readme_table(markers: tuple[str, str] = MARKERS) -> str:
     return text.split(markers[0], 1)[1].split(markers[1], 1)[0].strip()
 
 
+def tracked_files() -> list[str]:
+    return subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 def headings(page) -> set[str]:
     """GitHub's anchors of a page's headings."""
     titles = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.MULTILINE)
@@ -60,8 +64,7 @@ def test_readme_shows_the_summary_of_the_committed_results():
 
 def test_committed_results_are_what_report_generates(tmp_path):
     """`report` run over the files git holds (records, dvc.lock, code, params) writes the committed results.md."""
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for name in tracked.splitlines():
+    for name in tracked_files():
         if (ROOT / name).is_file():
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, tmp_path / name)
@@ -76,8 +79,7 @@ def test_readme_figures_are_committed_stage_outputs():
     from dvc.repo import Repo
 
     outputs = [out.def_path for stage in Repo(str(ROOT)).index.stages for out in stage.outs]
-    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                                 check=True).stdout.splitlines())
+    tracked = set(tracked_files())
     figures = IMAGE.findall(README.read_text())
     assert len(figures) >= 6  # curves, accuracy against size and time, confusion, Grad-CAM, filters
     for figure in figures:

@@ -77,6 +77,11 @@ def champion_network():
     return keras.saving.load_model(os.path.join(folder, "artifacts", os.path.basename(str(paths.model_file(NAME)))))
 
 
+def served_probabilities(prediction: dict) -> np.ndarray:
+    """One served answer's probabilities, in the order of CLASSES."""
+    return np.array([prediction["probabilities"][c] for c in CLASSES])
+
+
 def expected_probabilities(network, photos: list[bytes]) -> np.ndarray:
     """What the network says about the photos, decoded as every stage decodes images."""
     size = network.input_shape[1]
@@ -261,7 +266,7 @@ def test_server_classifies_photos_and_survives_a_corrupt_one(registered, server)
     assert len(predictions) == 3
     for prediction, row in zip(predictions, expected):
         assert list(prediction["probabilities"]) == CLASSES
-        served = np.array([prediction["probabilities"][c] for c in CLASSES])
+        served = served_probabilities(prediction)
         assert served.sum() == pytest.approx(1, abs=1e-5)
         np.testing.assert_allclose(served, row, atol=1e-5)
         assert prediction["label"] == CLASSES[int(row.argmax())]
@@ -280,8 +285,7 @@ def test_server_classifies_photos_and_survives_a_corrupt_one(registered, server)
     (alone,) = again.json()["predictions"]
     assert alone["label"] == predictions[1]["label"]
     # oneDNN picks its kernels by batch size (AMX does), so a photo sent alone may differ in the last bits.
-    np.testing.assert_allclose([alone["probabilities"][c] for c in CLASSES],
-                               [predictions[1]["probabilities"][c] for c in CLASSES], atol=1e-6)
+    np.testing.assert_allclose(served_probabilities(alone), served_probabilities(predictions[1]), atol=1e-6)
 
 
 def test_the_mirror_average_is_scored_predicted_and_served_alike(project):
