@@ -250,7 +250,8 @@ def compare_figure(task: str, names: list[str]) -> Path | None:
     if not histories:
         return None
     # The curves are the training network's, per epoch: no mirror average, so below the metrics.
-    title = f"{TASK_TITLES[task]}: validation per epoch (as trained; no mirror average)"
+    task_name = TASK_TITLES[task].split(": ", 1)[1]
+    title = f"{task_name}: validation per epoch, as the network trained (no mirror average)"
     return compare_models(histories, COMPARE_DIR / f"{task}_curves.png", title)
 
 
