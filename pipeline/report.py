@@ -371,20 +371,31 @@ def machines(summaries: list[Path]) -> list[dict]:
     return [json.loads(machine) for machine in sorted(seen)]
 
 
+def cpu_kind(machine: dict) -> str:
+    """The CPU and the vector instructions its kernels use, and any GPU: what decides the last digits."""
+    return machine["cpu"] + (f" ({machine['isa']})" if machine.get("isa") else "") \
+        + "".join(f", {gpu}" for gpu in machine.get("gpus", []))
+
+
 def cpu_label(summaries: list[Path]) -> str:
-    cpus = {f"{m['cpu']}" + (f" ({m['isa']})" if m.get("isa") else "") for m in machines(summaries)}
+    cpus = {cpu_kind(m) for m in machines(summaries)}
     return cpus.pop() if len(cpus) == 1 else "mixed CPUs" if cpus else "no CPU recorded"
 
 
 def machine_lines(summaries: list[Path]) -> list[str]:
     """The CPUs the numbers came from, and the arithmetic: oneDNN's kernels follow the CPU, and
     so do the last digits."""
-    described = [f"{m['cpu']}" + (f" ({m['isa']})" if m.get("isa") else "") + f", {m['cores']} cores"
-                 + (f", {', '.join(m['gpus'])}" if m["gpus"] else "")
-                 + f", TensorFlow {m['tensorflow']}, computing in {m['precision']}"
+    described = [cpu_kind(m) + f", {m['cores']} cores, TensorFlow {m['tensorflow']}, computing in {m['precision']}"
                  for m in machines(summaries)]
-    return [f"Trained on: {'; '.join(described)}. The same params on the same CPU give the same digits.", ""] \
-        if described else []
+    if not described:
+        return []
+    lines = [f"Trained on: {'; '.join(described)}. The same params on the same CPU give the same digits.", ""]
+    kinds = {cpu_kind(m) for m in machines(summaries)}
+    if len(kinds) > 1:  # the spreads and verdicts then mix two effects
+        lines += [f"**Warning: these records come from {len(kinds)} CPU kinds** ({'; '.join(sorted(kinds))}). "
+                  "Another CPU kind trains another model, as another seed does, so the spreads over seeds and "
+                  "the verdicts below mix the two.", ""]
+    return lines
 
 
 def run(config: Config) -> None:

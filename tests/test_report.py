@@ -134,3 +134,24 @@ def test_a_record_out_of_date_shows_as_such_not_with_its_number(tmp_path, monkey
     with (tmp_path / "pipeline" / "evaluate.py").open("a") as code:
         code.write("# evaluation changed\n")
     assert "not recorded with the current code and params" in summary()["cifar10_naive"]
+
+
+def test_records_from_two_cpu_kinds_are_named_and_flagged(project):
+    """All runs of a record should come from one CPU kind; a seed trained on another is said."""
+    amd = {"cpu": "AMD EPYC", "isa": "AVX-512", "cores": 2, "gpus": [], "tensorflow": "2.21.0"}
+    intel = {**amd, "cpu": "Intel(R) Xeon(R) Processor", "isa": "AMX"}
+    write_metrics("cifar10_naive", 0.84, 600)
+    summary = json.loads(paths.train_summary("cifar10_naive").read_text())
+    paths.train_summary("cifar10_naive").write_text(json.dumps({**summary, "machine": amd}))
+    report.run(load_config())
+    assert "Trained on: AMD EPYC (AVX-512), 2 cores" in report.RESULTS.read_text()
+    assert "CPU kinds" not in report.RESULTS.read_text()
+
+    seed = load_config().replicate.seeds[0]
+    write_further_seed("cifar10_naive", seed, 0.85, 650)
+    paths.replicate_summary("cifar10_naive", seed).parent.mkdir(parents=True, exist_ok=True)
+    paths.replicate_summary("cifar10_naive", seed).write_text(json.dumps({**summary, "machine": intel}))
+    report.run(load_config())
+    text = report.RESULTS.read_text()
+    assert ("**Warning: these records come from 2 CPU kinds** "
+            "(AMD EPYC (AVX-512); Intel(R) Xeon(R) Processor (AMX))") in text
