@@ -385,12 +385,13 @@ def cpu_label(summaries: list[Path]) -> str:
 def machine_lines(summaries: list[Path]) -> list[str]:
     """The CPUs the numbers came from, and the arithmetic: oneDNN's kernels follow the CPU, and
     so do the last digits."""
+    seen = machines(summaries)
     described = [cpu_kind(m) + f", {m['cores']} cores, TensorFlow {m['tensorflow']}, computing in {m['precision']}"
-                 for m in machines(summaries)]
+                 for m in seen]
     if not described:
         return []
     lines = [f"Trained on: {'; '.join(described)}. The same params on the same CPU give the same digits.", ""]
-    kinds = {cpu_kind(m) for m in machines(summaries)}
+    kinds = {cpu_kind(m) for m in seen}
     if len(kinds) > 1:  # the spreads and verdicts then mix two effects
         lines += [f"**Warning: these records come from {len(kinds)} CPU kinds** ({'; '.join(sorted(kinds))}). "
                   "Another CPU kind trains another model, as another seed does, so the spreads over seeds and "
