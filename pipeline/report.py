@@ -377,9 +377,14 @@ def cpu_kind(machine: dict) -> str:
         + "".join(f", {gpu}" for gpu in machine.get("gpus", []))
 
 
+def cpu_kinds(seen: list[dict]) -> list[str]:
+    """The distinct CPU kinds among these machines: what one record must not mix."""
+    return sorted({cpu_kind(machine) for machine in seen})
+
+
 def cpu_label(summaries: list[Path]) -> str:
-    cpus = {cpu_kind(m) for m in machines(summaries)}
-    return cpus.pop() if len(cpus) == 1 else "mixed CPUs" if cpus else "no CPU recorded"
+    kinds = cpu_kinds(machines(summaries))
+    return kinds[0] if len(kinds) == 1 else "mixed CPUs" if kinds else "no CPU recorded"
 
 
 def machine_lines(summaries: list[Path]) -> list[str]:
@@ -391,9 +396,9 @@ def machine_lines(summaries: list[Path]) -> list[str]:
     if not described:
         return []
     lines = [f"Trained on: {'; '.join(described)}. The same params on the same CPU give the same digits.", ""]
-    kinds = {cpu_kind(m) for m in seen}
+    kinds = cpu_kinds(seen)
     if len(kinds) > 1:  # the spreads and verdicts then mix two effects
-        lines += [f"**Warning: these records come from {len(kinds)} CPU kinds** ({'; '.join(sorted(kinds))}). "
+        lines += [f"**Warning: these records come from {len(kinds)} CPU kinds** ({'; '.join(kinds)}). "
                   "Another CPU kind trains another model, as another seed does, so the spreads over seeds and "
                   "the verdicts below mix the two.", ""]
     return lines
