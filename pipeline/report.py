@@ -315,28 +315,38 @@ def accuracy_figure(results: pd.DataFrame, cpu: str) -> Path | None:
     if measured.empty:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    reported = results.dropna(subset=["report_accuracy"])
+    axes[0].scatter(reported["parameters"], reported["report_accuracy"], color="tab:red", marker="x",
+                    label="the report's result", zorder=3)
     for ax, column, label in ((axes[0], "parameters", "parameters"),
                               (axes[1], "wall_time_s", f"training wall time (s), {cpu}")):
         for in_study, colour, group in ((True, "tab:blue", "the study's models"), (False, "tab:green", "beyond the study")):
             part = measured[measured["in_study"] == in_study].dropna(subset=[column])
             ax.errorbar(part[column], part["test_accuracy"], yerr=part["test_accuracy_std"].fillna(0).to_numpy(),
                         fmt="o", color=colour, capsize=3, label=group, zorder=3)
-            for row in part.itertuples():
-                ax.annotate(row.model.removeprefix("cifar10_"), (getattr(row, column), row.test_accuracy),
-                            textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (mean ± std over seeds)")
         ax.grid(alpha=0.3)
-    reported = results.dropna(subset=["report_accuracy"])
-    axes[0].scatter(reported["parameters"], reported["report_accuracy"], color="tab:red", marker="x",
-                    label="the report's result", zorder=3)
-    for row in reported.itertuples():
-        axes[0].annotate(f"report: {row.model.removeprefix('cifar10_')}", (row.parameters, row.report_accuracy),
-                         textcoords="offset points", xytext=(5, 4), fontsize=8, color="tab:red")
+        labelled = measured.dropna(subset=[column])
+        labels = [(row[column], row["test_accuracy"], row["model"].removeprefix("cifar10_"), "black")
+                  for _, row in labelled.iterrows()]
+        if ax is axes[0]:
+            labels += [(row["parameters"], row["report_accuracy"], f"report: {row['model'].removeprefix('cifar10_')}",
+                        "tab:red") for _, row in reported.iterrows()]
+        label_points(ax, labels)
     axes[0].legend(fontsize=8, loc="lower right")
     axes[0].xaxis.set_major_formatter(lambda value, _: f"{value / 1000:,.0f}k")
     fig.suptitle("CIFAR-10: test accuracy against size and training time")
     return save_figure(fig, COMPARE_DIR / "cifar10_accuracy.png")
+
+
+def label_points(ax, labels: list[tuple]) -> None:
+    """Name each point, moving names apart where points lie close (networks of nearly one size)."""
+    from adjustText import adjust_text
+
+    texts = [ax.text(x, y, name, fontsize=8, color=colour) for x, y, name, colour in labels]
+    adjust_text(texts, x=[x for x, *_ in labels], y=[y for _, y, *_ in labels], ax=ax,
+                arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
 
 
 def data_lines(config: Config) -> list[str]:

@@ -66,6 +66,23 @@ def test_study_models_in_their_tables_and_variants_beyond(project):
     assert Image.open(figure).size[0] > 600
 
 
+def test_names_of_points_of_nearly_one_size_do_not_overlap():
+    """Three networks within 3% of one size, as naive, residual_8x8 and residual_4x4 are."""
+    from pipeline.visualize.curves import save_figure  # noqa: F401  (sets the Agg backend first)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    points = [(374_986, 0.846, "naive"), (383_000, 0.843, "residual_8x8"), (377_000, 0.840, "residual_4x4"),
+              (1_100_000, 0.83, "residual"), (374_986, 0.60, "report: naive")]
+    ax.scatter([x for x, *_ in points], [y for _, y, _ in points])
+    report.label_points(ax, [(x, y, name, "black") for x, y, name in points])
+    fig.canvas.draw()
+    boxes = [text.get_window_extent() for text in ax.texts]
+    assert len(boxes) == len(points)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
+
+
 def test_unmeasured_models_leave_dashes_and_no_figure(project):
     report.run(load_config())
     beyond = rows(report.RESULTS.read_text(), "## Beyond the study")
