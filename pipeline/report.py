@@ -48,6 +48,7 @@ KNOWN_DATA = {
 
 SUMMARY_TITLE = "## Summary"
 VERDICTS_TITLE = "## What the study asked"
+PER_SEED_TITLE = "## Seed by seed"
 # The study's questions, each a CIFAR-10 model against the network it changes.
 COMPARISONS = [
     ("cifar10_inception", "cifar10_naive", "Does a naive Inception block help?"),
@@ -126,11 +127,17 @@ def is_a_real_change(change: str | dict) -> bool:
     return any(isinstance(state, dict) or state != "deleted" for state in deps.values())
 
 
-def seed_metrics(name: str, seeds: list[int], states: dict[str, str]) -> list[dict]:
-    """The metrics of the current records of `name`: the default seed's, then the further seeds'."""
+def seed_records(name: str, seeds: list[int], states: dict[str, str]) -> list[dict | None]:
+    """The metrics of `name`'s records, the default seed's then each further seed's: none for
+    a record that is not current."""
     files = [(name, paths.eval_metrics(name))] + [(seed_key(name, seed), paths.replicate_metrics(name, seed))
                                                   for seed in seeds]
-    return [read_json(path) for key, path in files if states.get(key) == CURRENT]
+    return [read_json(path) if states.get(key) == CURRENT else None for key, path in files]
+
+
+def seed_metrics(name: str, seeds: list[int], states: dict[str, str]) -> list[dict]:
+    """The metrics of the current records of `name`: the default seed's, then the further seeds'."""
+    return [metrics for metrics in seed_records(name, seeds, states) if metrics]
 
 
 def seed_accuracies(name: str, seeds: list[int], states: dict[str, str]) -> list[float]:
@@ -200,6 +207,22 @@ def verdict_section(states: dict[str, str], seeds: list[int]) -> list[str]:
         difference, error, said = verdict(seed_accuracies(model, seeds, states),
                                           seed_accuracies(baseline, seeds, states))
         lines.append(f"| {question} | `{model}` | `{baseline}` | {difference} | {error} | **{said}** |")
+    return lines + [""]
+
+
+def per_seed_section(config: Config, states: dict[str, str]) -> list[str]:
+    """Every from-scratch model's records seed by seed: what the spreads and verdicts are made of."""
+    seeds = config.replicate.seeds
+    lines = [PER_SEED_TITLE, "",
+             "Val and test accuracy of each seed's saved model as used (mirror average included).", "",
+             "| model | " + " | ".join(f"seed {seed}: val / test" for seed in [config.seed, *seeds])
+             + " | test: mean ± std |", "|---" * (len(seeds) + 3) + "|"]
+    for name, spec in REGISTRY.items():
+        if spec.uses_vgg16:
+            continue
+        cells = [f"{m['val_accuracy']:.4f} / {m['test_accuracy']:.4f}" if m else "–"
+                 for m in seed_records(name, seeds, states)]
+        lines.append(f"| `{name}` | {' | '.join(cells)} | {spread_text(seed_accuracies(name, seeds, states))} |")
     return lines + [""]
 
 
@@ -427,6 +450,7 @@ def run(config: Config) -> None:
     lines += data_lines(config) + machine_lines(training_summaries(current, seeds, states))
     lines += summary_section(states, seeds)
     lines += verdict_section(states, seeds)
+    lines += per_seed_section(config, states)
     for task in ("cats_dogs", "cifar10"):
         names = [name for name, spec in REGISTRY.items() if spec.task == task and spec.in_study]
         lines += task_section(task, names, states)

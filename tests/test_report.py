@@ -114,6 +114,11 @@ def test_the_spread_over_seeds_and_the_verdicts_come_from_the_metrics(project):
     assert "**not measured" in verdicts["cifar10_inception_reduced cifar10_inception"]
     beyond = rows(text, "## Beyond the study")
     assert "| **0.850** | 0.010 (3) | 640 s |" in beyond["cifar10_inception"]  # time: the seeds' mean
+    per_seed = rows(text, report.PER_SEED_TITLE)
+    assert per_seed["cifar10_naive"] == \
+        "| `cifar10_naive` | 0.7800 / 0.8000 | 0.7900 / 0.8100 | 0.8000 / 0.8200 | 0.8100 ± 0.0100 (n=3) |"
+    assert per_seed["cifar10_inception_reduced"].endswith("| 0.8300 / 0.8500 | – | – | 0.8500 (n=1) |")
+    assert "cats_dogs_naive" in per_seed and "cats_dogs_vgg16_frozen" not in per_seed
 
 
 @pytest.mark.parametrize("model, baseline, said", [
