@@ -337,30 +337,36 @@ def accuracy_figure(results: pd.DataFrame, cpu: str) -> Path | None:
     measured = results.dropna(subset=["test_accuracy"])
     if measured.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (by_size, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))
     reported = results.dropna(subset=["report_accuracy"])
-    axes[0].scatter(reported["parameters"], reported["report_accuracy"], color="tab:red", marker="x",
+    by_size.scatter(reported["parameters"], reported["report_accuracy"], color="tab:red", marker="x",
                     label="the report's result", zorder=3)
-    for ax, column, label in ((axes[0], "parameters", "parameters"),
-                              (axes[1], "wall_time_s", f"training wall time (s), {cpu}")):
-        for in_study, colour, group in ((True, "tab:blue", "the study's models"), (False, "tab:green", "beyond the study")):
-            part = measured[measured["in_study"] == in_study].dropna(subset=[column])
-            ax.errorbar(part[column], part["test_accuracy"], yerr=part["test_accuracy_std"].fillna(0).to_numpy(),
-                        fmt="o", color=colour, capsize=3, label=group, zorder=3)
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (mean ± std over seeds)")
-        ax.grid(alpha=0.3)
-        labelled = measured.dropna(subset=[column])
-        labels = [(row[column], row["test_accuracy"], row["model"].removeprefix("cifar10_"), "black")
-                  for _, row in labelled.iterrows()]
-        if ax is axes[0]:
-            labels += [(row["parameters"], row["report_accuracy"], f"report: {row['model'].removeprefix('cifar10_')}",
-                        "tab:red") for _, row in reported.iterrows()]
-        label_points(ax, labels)
-    axes[0].legend(fontsize=8, loc="lower right")
-    axes[0].xaxis.set_major_formatter(lambda value, _: f"{value / 1000:,.0f}k")
+    report_labels = [(row.parameters, row.report_accuracy, f"report: {short_name(row.model)}", "tab:red")
+                     for row in reported.itertuples()]
+    accuracy_axis(by_size, measured, "parameters", "parameters", report_labels)
+    accuracy_axis(by_time, measured, "wall_time_s", f"training wall time (s), {cpu}")
+    by_size.legend(fontsize=8, loc="lower right")
+    by_size.xaxis.set_major_formatter(lambda value, _: f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k")
     fig.suptitle("CIFAR-10: test accuracy against size and training time")
     return save_figure(fig, COMPARE_DIR / "cifar10_accuracy.png")
+
+
+def accuracy_axis(ax, measured: pd.DataFrame, column: str, xlabel: str, extra_labels: list[tuple] = ()) -> None:
+    """Mean test accuracy against one column, the study's models and the others in two colours, each named."""
+    measured = measured.dropna(subset=[column])
+    for in_study, colour, group in ((True, "tab:blue", "the study's models"), (False, "tab:green", "beyond the study")):
+        part = measured[measured["in_study"] == in_study]
+        ax.errorbar(part[column], part["test_accuracy"], yerr=part["test_accuracy_std"].fillna(0).to_numpy(),
+                    fmt="o", color=colour, capsize=3, label=group, zorder=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    labels = [(row[column], row["test_accuracy"], short_name(row["model"]), "black") for _, row in measured.iterrows()]
+    label_points(ax, labels + list(extra_labels))
+
+
+def short_name(model: str) -> str:
+    return model.removeprefix("cifar10_")
 
 
 def label_points(ax, labels: list[tuple]) -> None:
