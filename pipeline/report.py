@@ -220,9 +220,10 @@ def per_seed_section(config: Config, states: dict[str, str]) -> list[str]:
     for name, spec in REGISTRY.items():
         if spec.uses_vgg16:
             continue
-        cells = [f"{m['val_accuracy']:.4f} / {m['test_accuracy']:.4f}" if m else "–"
-                 for m in seed_records(name, seeds, states)]
-        lines.append(f"| `{name}` | {' | '.join(cells)} | {spread_text(seed_accuracies(name, seeds, states))} |")
+        records = seed_records(name, seeds, states)
+        cells = [f"{m['val_accuracy']:.4f} / {m['test_accuracy']:.4f}" if m else "–" for m in records]
+        spread_cell = spread_text([m["test_accuracy"] for m in records if m])
+        lines.append(f"| `{name}` | {' | '.join(cells)} | {spread_cell} |")
     return lines + [""]
 
 
