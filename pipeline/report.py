@@ -21,6 +21,7 @@ from pipeline.registry import REGISTRY, replicate_stage
 
 RESULTS = paths.REPORTS_DIR / "results.md"
 COMPARE_DIR = paths.REPORTS_DIR / "compare"
+LABEL_STEPS = 500  # moves of the point names in the accuracy figure
 # The report's own results (lowest validation loss, best test accuracy, epochs, learning rate).
 REPORTED = {
     "cats_dogs_naive": (0.694, 0.503, 10, 0.00085),
@@ -375,7 +376,8 @@ def label_points(ax, labels: list[tuple]) -> None:
     from adjustText import adjust_text
 
     texts = [ax.text(x, y, name, fontsize=8, color=colour) for x, y, name, colour in labels]
-    adjust_text(texts, x=[x for x, *_ in labels], y=[y for _, y, *_ in labels], ax=ax,
+    # A fixed number of steps, not adjustText's default of one second: the same metrics draw the same PNG.
+    adjust_text(texts, x=[x for x, *_ in labels], y=[y for _, y, *_ in labels], ax=ax, iter_lim=LABEL_STEPS,
                 arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
 
 

@@ -83,6 +83,32 @@ def test_names_of_points_of_nearly_one_size_do_not_overlap():
     plt.close(fig)
 
 
+def label_positions(points: list[tuple]) -> list[tuple]:
+    from pipeline.visualize.curves import save_figure  # noqa: F401  (sets the Agg backend first)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter([x for x, *_ in points], [y for _, y, _ in points])
+    report.label_points(ax, [(x, y, name, "black") for x, y, name in points])
+    positions = [text.get_position() for text in ax.texts]
+    plt.close(fig)
+    return positions
+
+
+def test_a_slower_machine_draws_the_names_in_the_same_places(monkeypatch):
+    """The record's nine names never settle; where they stop must not depend on the CPU's speed."""
+    import adjustText
+
+    points = [(374_986, 0.8465, "naive"), (383_000, 0.8435, "residual_8x8"), (377_000, 0.8460, "residual_4x4"),
+              (589_306, 0.8454, "inception_reduced"), (680_000, 0.8423, "inception_reduced_x2"),
+              (884_000, 0.8434, "inception"), (1_100_000, 0.8305, "residual"),
+              (374_986, 0.60, "report: naive"), (884_000, 0.672, "report: inception")]
+    on_this_machine = label_positions(points)
+    clock = iter(range(0, 10**6, 1))  # a second per step: a machine far slower than this one
+    monkeypatch.setattr(adjustText, "timer", lambda: next(clock))
+    assert label_positions(points) == on_this_machine
+
+
 def test_unmeasured_models_leave_dashes_and_no_figure(project):
     report.run(load_config())
     beyond = rows(report.RESULTS.read_text(), "## Beyond the study")
