@@ -66,16 +66,24 @@ def test_study_models_in_their_tables_and_variants_beyond(project):
     assert Image.open(figure).size[0] > 600
 
 
-def test_names_of_points_of_nearly_one_size_do_not_overlap():
-    """Three networks within 3% of one size, as naive, residual_8x8 and residual_4x4 are."""
+def labelled_points(points: list[tuple]):
+    """A figure of these points, each named by `report.label_points`."""
     from pipeline.visualize.curves import save_figure  # noqa: F401  (sets the Agg backend first)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    points = [(374_986, 0.846, "naive"), (383_000, 0.843, "residual_8x8"), (377_000, 0.840, "residual_4x4"),
-              (1_100_000, 0.83, "residual"), (374_986, 0.60, "report: naive")]
     ax.scatter([x for x, *_ in points], [y for _, y, _ in points])
     report.label_points(ax, [(x, y, name, "black") for x, y, name in points])
+    return fig, ax
+
+
+def test_names_of_points_of_nearly_one_size_do_not_overlap():
+    """Three networks within 3% of one size, as naive, residual_8x8 and residual_4x4 are."""
+    import matplotlib.pyplot as plt
+
+    points = [(374_986, 0.846, "naive"), (383_000, 0.843, "residual_8x8"), (377_000, 0.840, "residual_4x4"),
+              (1_100_000, 0.83, "residual"), (374_986, 0.60, "report: naive")]
+    fig, ax = labelled_points(points)
     fig.canvas.draw()
     boxes = [text.get_window_extent() for text in ax.texts]
     assert len(boxes) == len(points)
@@ -84,12 +92,9 @@ def test_names_of_points_of_nearly_one_size_do_not_overlap():
 
 
 def label_positions(points: list[tuple]) -> list[tuple]:
-    from pipeline.visualize.curves import save_figure  # noqa: F401  (sets the Agg backend first)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter([x for x, *_ in points], [y for _, y, _ in points])
-    report.label_points(ax, [(x, y, name, "black") for x, y, name in points])
+    fig, ax = labelled_points(points)
     positions = [text.get_position() for text in ax.texts]
     plt.close(fig)
     return positions
