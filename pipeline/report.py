@@ -141,8 +141,13 @@ def seed_metrics(name: str, seeds: list[int], states: dict[str, str]) -> list[di
     return [metrics for metrics in seed_records(name, seeds, states) if metrics]
 
 
+def accuracies_of(records: list[dict | None]) -> list[float]:
+    """The test accuracies of the records there are."""
+    return [metrics["test_accuracy"] for metrics in records if metrics]
+
+
 def seed_accuracies(name: str, seeds: list[int], states: dict[str, str]) -> list[float]:
-    return [metrics["test_accuracy"] for metrics in seed_metrics(name, seeds, states)]
+    return accuracies_of(seed_records(name, seeds, states))
 
 
 def spread(accuracies: list[float]) -> tuple[float, float | None, int]:
@@ -223,7 +228,7 @@ def per_seed_section(config: Config, states: dict[str, str]) -> list[str]:
             continue
         records = seed_records(name, seeds, states)
         cells = [f"{m['val_accuracy']:.4f} / {m['test_accuracy']:.4f}" if m else "–" for m in records]
-        spread_cell = spread_text([m["test_accuracy"] for m in records if m])
+        spread_cell = spread_text(accuracies_of(records))
         lines.append(f"| `{name}` | {' | '.join(cells)} | {spread_cell} |")
     return lines + [""]
 
