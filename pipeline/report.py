@@ -335,41 +335,70 @@ def beyond_the_study(results: pd.DataFrame, cpu: str) -> list[str]:
 
 
 def accuracy_figure(results: pd.DataFrame, cpu: str) -> Path | None:
-    """Mean test accuracy (bars: one standard deviation over the seeds) against parameter count
-    and against training time; the report's numbers are marked at the size of the same network
-    here (the report gives only the naive CNN's)."""
+    """The accuracy figure of the measured CIFAR-10 models, saved; None before any is measured."""
     from pipeline.visualize.curves import save_figure  # sets the Agg backend first
-    import matplotlib.pyplot as plt
 
     measured = results.dropna(subset=["test_accuracy"])
     if measured.empty:
         return None
-    fig, (by_size, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))
-    reported = results.dropna(subset=["report_accuracy"])
-    by_size.scatter(reported["parameters"], reported["report_accuracy"], color="tab:red", marker="x",
-                    label="the report's result", zorder=3)
-    report_labels = [(row.parameters, row.report_accuracy, f"report: {short_name(row.model)}", "tab:red")
-                     for row in reported.itertuples()]
-    accuracy_axis(by_size, measured, "parameters", "parameters", report_labels)
+    return save_figure(draw_accuracy(results, measured, cpu), COMPARE_DIR / "cifar10_accuracy.png")
+
+
+def draw_accuracy(results: pd.DataFrame, measured: pd.DataFrame, cpu: str):
+    """Mean test accuracy (bars: one standard deviation over the seeds) against parameter count
+    and against training time; the report's numbers are marked at the size of the same network
+    here (the report gives only the naive CNN's), on a broken axis below, so that the spreads
+    over seeds stay readable."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(12, 5))
+    grid = fig.add_gridspec(2, 2, height_ratios=[3, 1])
+    by_size, by_time = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[:, 1])
+    report_axis = fig.add_subplot(grid[1, 0], sharex=by_size)
+    accuracy_axis(by_size, measured, "parameters", "")
     accuracy_axis(by_time, measured, "wall_time_s", f"training wall time (s), {cpu}")
-    by_size.legend(fontsize=8, loc="lower right")
-    by_size.xaxis.set_major_formatter(lambda value, _: f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k")
+    report_results(report_axis, results.dropna(subset=["report_accuracy"]))
+    break_between(by_size, report_axis)
+    by_size.legend(fontsize=8, loc="upper right")
+    report_axis.xaxis.set_major_formatter(lambda value, _: f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k")
     fig.suptitle("CIFAR-10: test accuracy against size and training time")
-    return save_figure(fig, COMPARE_DIR / "cifar10_accuracy.png")
+    return fig
 
 
-def accuracy_axis(ax, measured: pd.DataFrame, column: str, xlabel: str, extra_labels: list[tuple] = ()) -> None:
+def report_results(ax, reported: pd.DataFrame) -> None:
+    """The report's accuracies, far below ours, on their own stretch of the accuracy axis."""
+    ax.scatter(reported["parameters"], reported["report_accuracy"], color="tab:red", marker="x", zorder=3)
+    ax.margins(y=0.4)
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("the report")
+    ax.grid(alpha=0.3)
+    label_points(ax, [(row.parameters, row.report_accuracy, f"report: {short_name(row.model)}", "tab:red")
+                      for row in reported.itertuples()])
+
+
+def break_between(upper, lower) -> None:
+    """Draw one accuracy axis cut in two: no spine or ticks where they meet, slanted marks at the cut."""
+    upper.spines.bottom.set_visible(False)
+    lower.spines.top.set_visible(False)
+    upper.tick_params(axis="x", bottom=False, labelbottom=False)
+    marks = {"marker": [(-1, -0.5), (1, 0.5)], "markersize": 8, "linestyle": "none", "color": "k", "clip_on": False}
+    upper.plot([0, 1], [0, 0], transform=upper.transAxes, **marks)
+    lower.plot([0, 1], [1, 1], transform=lower.transAxes, **marks)
+
+
+def accuracy_axis(ax, measured: pd.DataFrame, column: str, xlabel: str) -> None:
     """Mean test accuracy against one column, the study's models and the others in two colours, each named."""
     measured = measured.dropna(subset=[column])
     for in_study, colour, group in ((True, "tab:blue", "the study's models"), (False, "tab:green", "beyond the study")):
         part = measured[measured["in_study"] == in_study]
         ax.errorbar(part[column], part["test_accuracy"], yerr=part["test_accuracy_std"].fillna(0).to_numpy(),
                     fmt="o", color=colour, capsize=3, label=group, zorder=3)
+    ax.margins(y=0.1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     labels = [(row[column], row["test_accuracy"], short_name(row["model"]), "black") for _, row in measured.iterrows()]
-    label_points(ax, labels + list(extra_labels))
+    label_points(ax, labels)
 
 
 def short_name(model: str) -> str:

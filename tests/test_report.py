@@ -116,6 +116,33 @@ def test_a_slower_machine_draws_the_names_in_the_same_places(monkeypatch):
     assert label_positions(points) == on_this_machine
 
 
+def test_the_report_s_far_lower_numbers_do_not_squash_the_spreads_over_seeds():
+    """Ours near 0.84 with bars of a point or less, the report's at 0.60 and 0.67: the axis
+    with the bars spans ours alone, the report's sit on a stretch of their own below it."""
+    import pandas as pd
+    from pipeline.visualize.curves import save_figure  # noqa: F401  (sets the Agg backend first)
+    import matplotlib.pyplot as plt
+
+    results = pd.DataFrame([
+        {"model": "cifar10_naive", "in_study": True, "parameters": 374_986, "test_accuracy": 0.8465,
+         "test_accuracy_std": 0.0013, "wall_time_s": 3500.0, "report_accuracy": 0.601},
+        {"model": "cifar10_inception", "in_study": True, "parameters": 884_000, "test_accuracy": 0.8434,
+         "test_accuracy_std": 0.0059, "wall_time_s": 4800.0, "report_accuracy": 0.672},
+        {"model": "cifar10_residual_4x4", "in_study": False, "parameters": 377_000, "test_accuracy": 0.8460,
+         "test_accuracy_std": 0.0092, "wall_time_s": 2700.0, "report_accuracy": None},
+    ])
+    fig = report.draw_accuracy(results, results, "a CPU")
+    by_size, by_time, report_axis = fig.axes
+    for measured_axis in (by_size, by_time):
+        low, high = measured_axis.get_ylim()
+        assert 0.8 < low < 0.8460 - 0.0092 and 0.8460 + 0.0092 < high < 0.9
+    low, high = report_axis.get_ylim()
+    assert low < 0.601 and 0.672 < high < 0.8
+    assert report_axis.get_shared_x_axes().joined(by_size, report_axis)
+    assert [text.get_text() for text in report_axis.texts] == ["report: naive", "report: inception"]
+    plt.close(fig)
+
+
 def test_unmeasured_models_leave_dashes_and_no_figure(project):
     report.run(load_config())
     beyond = rows(report.RESULTS.read_text(), "## Beyond the study")
