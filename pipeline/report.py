@@ -272,7 +272,8 @@ def task_section(task: str, names: list[str], states: dict[str, str]) -> list[st
     return lines + [""]
 
 
-def compare_figure(task: str, names: list[str]) -> Path | None:
+def compare_figure(task: str, names: list[str], stem: str | None = None, heading: str | None = None) -> Path | None:
+    """The validation curves of these models of one task, in `reports/compare/<stem>.png`."""
     from pipeline.visualize.curves import compare_models
 
     histories = {name: pd.read_csv(paths.history_file(name)) for name in names
@@ -280,9 +281,9 @@ def compare_figure(task: str, names: list[str]) -> Path | None:
     if not histories:
         return None
     # The curves are the training network's, per epoch: no mirror average, so below the metrics.
-    task_name = TASK_TITLES[task].split(": ", 1)[1]
-    title = f"{task_name}: validation per epoch, as the network trained (no mirror average)"
-    return compare_models(histories, COMPARE_DIR / f"{task}_curves.png", title)
+    heading = heading or TASK_TITLES[task].split(": ", 1)[1]
+    title = f"{heading}: validation per epoch, as the network trained (no mirror average)"
+    return compare_models(histories, COMPARE_DIR / f"{stem or task + '_curves'}.png", title)
 
 
 def cifar10_results(config: Config, states: dict[str, str]) -> pd.DataFrame:
@@ -331,6 +332,14 @@ def beyond_the_study(results: pd.DataFrame, cpu: str) -> list[str]:
     if figure:
         lines += ["", f"![CIFAR-10: test accuracy against size and training time]"
                       f"({figure.relative_to(paths.REPORTS_DIR).as_posix()})"]
+    measured = results.dropna(subset=["test_accuracy"])
+    beyond = list(measured[~measured["in_study"]]["model"])
+    # Their curves beside the naive CNN's, the network each of them changes.
+    curves = compare_figure("cifar10", [name for name in measured["model"] if name == "cifar10_naive"] + beyond,
+                            "cifar10_beyond_curves", "CIFAR-10 beyond the study") if beyond else None
+    if curves:
+        lines += ["", f"![validation curves of the CIFAR-10 models beyond the study, beside cifar10_naive]"
+                      f"({curves.relative_to(paths.REPORTS_DIR).as_posix()})"]
     return lines + [""]
 
 

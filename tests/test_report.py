@@ -7,7 +7,7 @@ from PIL import Image
 from pipeline import paths, report
 from pipeline.config import load_config
 from pipeline.registry import REGISTRY
-from tests.fixtures import dvc, scratch_dvc_project, set_params
+from tests.fixtures import HISTORY_STAND_IN, dvc, scratch_dvc_project, set_params
 
 BEYOND = [name for name, spec in REGISTRY.items() if not spec.in_study]
 CIFAR10 = [name for name, spec in REGISTRY.items() if spec.task == "cifar10"]
@@ -64,6 +64,29 @@ def test_study_models_in_their_tables_and_variants_beyond(project):
     figure = report.COMPARE_DIR / "cifar10_accuracy.png"
     assert f"]({figure.relative_to(paths.REPORTS_DIR).as_posix()})" in text
     assert Image.open(figure).size[0] > 600
+
+
+def test_the_models_beyond_the_study_have_their_curves_beside_the_naive_cnn(project, monkeypatch):
+    from pipeline.visualize import curves
+
+    drawn = {}
+    draw = curves.compare_models
+
+    def remember(histories, out_png, title=None):
+        drawn[out_png.name] = list(histories)
+        return draw(histories, out_png, title)
+
+    monkeypatch.setattr(curves, "compare_models", remember)
+    for index, name in enumerate(CIFAR10):
+        write_metrics(name, 0.80 + index / 100, 600)
+        paths.history_file(name).parent.mkdir(parents=True, exist_ok=True)
+        paths.history_file(name).write_text(HISTORY_STAND_IN)
+    report.run(load_config())
+
+    assert drawn["cifar10_curves.png"] == [name for name in CIFAR10 if REGISTRY[name].in_study]
+    assert drawn["cifar10_beyond_curves.png"] == ["cifar10_naive"] + [name for name in CIFAR10 if name in BEYOND]
+    beyond_section = report.RESULTS.read_text().split("## Beyond the study", 1)[1]
+    assert "](compare/cifar10_beyond_curves.png)" in beyond_section
 
 
 def labelled_points(points: list[tuple]):
