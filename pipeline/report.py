@@ -332,15 +332,20 @@ def beyond_the_study(results: pd.DataFrame, cpu: str) -> list[str]:
     if figure:
         lines += ["", f"![CIFAR-10: test accuracy against size and training time]"
                       f"({figure.relative_to(paths.REPORTS_DIR).as_posix()})"]
-    measured = results.dropna(subset=["test_accuracy"])
-    beyond = list(measured[~measured["in_study"]]["model"])
-    # Their curves beside the naive CNN's, the network each of them changes.
-    curves = compare_figure("cifar10", [name for name in measured["model"] if name == "cifar10_naive"] + beyond,
-                            "cifar10_beyond_curves", "CIFAR-10 beyond the study") if beyond else None
+    curves = beyond_curves(results.dropna(subset=["test_accuracy"]))
     if curves:
         lines += ["", f"![validation curves of the CIFAR-10 models beyond the study, beside cifar10_naive]"
                       f"({curves.relative_to(paths.REPORTS_DIR).as_posix()})"]
     return lines + [""]
+
+
+def beyond_curves(measured: pd.DataFrame) -> Path | None:
+    """The measured models beyond the study, their curves beside the naive CNN's, the network each changes."""
+    beyond = list(measured[~measured["in_study"]]["model"])
+    if not beyond:
+        return None
+    baseline = [name for name in measured["model"] if name == "cifar10_naive"]
+    return compare_figure("cifar10", baseline + beyond, "cifar10_beyond_curves", "CIFAR-10 beyond the study")
 
 
 def accuracy_figure(results: pd.DataFrame, cpu: str) -> Path | None:
