@@ -266,14 +266,14 @@ def task_section(task: str, names: list[str], states: dict[str, str]) -> list[st
              "| training time | report: val loss | report: accuracy | report: epochs / lr | |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [result_row(name, states[name]) for name in names]
-    comparison = compare_figure(task, [name for name in names if states[name] == CURRENT])
+    comparison = compare_figure(task, [name for name in names if states[name] == CURRENT], f"{task}_curves.png")
     if comparison:
         lines += ["", f"![{task} validation curves]({comparison.relative_to(paths.REPORTS_DIR).as_posix()})"]
     return lines + [""]
 
 
-def compare_figure(task: str, names: list[str], stem: str | None = None, heading: str | None = None) -> Path | None:
-    """The validation curves of these models of one task, in `reports/compare/<stem>.png`."""
+def compare_figure(task: str, names: list[str], file_name: str, heading: str | None = None) -> Path | None:
+    """The validation curves of these models of one task, in `reports/compare/<file_name>`."""
     from pipeline.visualize.curves import compare_models
 
     histories = {name: pd.read_csv(paths.history_file(name)) for name in names
@@ -283,7 +283,7 @@ def compare_figure(task: str, names: list[str], stem: str | None = None, heading
     # The curves are the training network's, per epoch: no mirror average, so below the metrics.
     heading = heading or TASK_TITLES[task].split(": ", 1)[1]
     title = f"{heading}: validation per epoch, as the network trained (no mirror average)"
-    return compare_models(histories, COMPARE_DIR / f"{stem or task + '_curves'}.png", title)
+    return compare_models(histories, COMPARE_DIR / file_name, title)
 
 
 def cifar10_results(config: Config, states: dict[str, str]) -> pd.DataFrame:
@@ -328,11 +328,12 @@ def beyond_the_study(results: pd.DataFrame, cpu: str) -> list[str]:
         lines.append(f"| `{row.model}` | {'yes' if row.in_study else 'no'} | {row.parameters:,} "
                      f"| {number(row.best_val_accuracy, '.3f')} | **{number(row.test_accuracy, '.3f')}** "
                      f"| {deviation} | {number(row.wall_time_s, '.0f', ' s')} | {number(row.report_accuracy, '.3f')} |")
-    figure = accuracy_figure(results, cpu)
-    if figure:
+    measured = results.dropna(subset=["test_accuracy"])
+    if not measured.empty:
+        figure = accuracy_figure(results, cpu)
         lines += ["", f"![CIFAR-10: test accuracy against size and training time]"
                       f"({figure.relative_to(paths.REPORTS_DIR).as_posix()})"]
-    curves = beyond_curves(results.dropna(subset=["test_accuracy"]))
+    curves = beyond_curves(measured)
     if curves:
         lines += ["", f"![validation curves of the CIFAR-10 models beyond the study, beside cifar10_naive]"
                       f"({curves.relative_to(paths.REPORTS_DIR).as_posix()})"]
@@ -345,26 +346,24 @@ def beyond_curves(measured: pd.DataFrame) -> Path | None:
     if not beyond:
         return None
     baseline = [name for name in measured["model"] if name == "cifar10_naive"]
-    return compare_figure("cifar10", baseline + beyond, "cifar10_beyond_curves", "CIFAR-10 beyond the study")
+    return compare_figure("cifar10", baseline + beyond, "cifar10_beyond_curves.png", "CIFAR-10 beyond the study")
 
 
-def accuracy_figure(results: pd.DataFrame, cpu: str) -> Path | None:
-    """The accuracy figure of the measured CIFAR-10 models, saved; None before any is measured."""
+def accuracy_figure(results: pd.DataFrame, cpu: str) -> Path:
+    """The accuracy figure of the CIFAR-10 models, saved."""
     from pipeline.visualize.curves import save_figure  # sets the Agg backend first
 
-    measured = results.dropna(subset=["test_accuracy"])
-    if measured.empty:
-        return None
-    return save_figure(draw_accuracy(results, measured, cpu), COMPARE_DIR / "cifar10_accuracy.png")
+    return save_figure(draw_accuracy(results, cpu), COMPARE_DIR / "cifar10_accuracy.png")
 
 
-def draw_accuracy(results: pd.DataFrame, measured: pd.DataFrame, cpu: str):
+def draw_accuracy(results: pd.DataFrame, cpu: str):
     """Mean test accuracy (bars: one standard deviation over the seeds) against parameter count
     and against training time; the report's numbers are marked at the size of the same network
     here (the report gives only the naive CNN's), on a broken axis below, so that the spreads
     over seeds stay readable."""
     import matplotlib.pyplot as plt
 
+    measured = results.dropna(subset=["test_accuracy"])
     fig = plt.figure(figsize=(12, 5))
     grid = fig.add_gridspec(2, 2, height_ratios=[3, 1])
     by_size, by_time = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[:, 1])

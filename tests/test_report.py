@@ -154,7 +154,7 @@ def test_the_report_s_far_lower_numbers_do_not_squash_the_spreads_over_seeds():
         {"model": "cifar10_residual_4x4", "in_study": False, "parameters": 377_000, "test_accuracy": 0.8460,
          "test_accuracy_std": 0.0092, "wall_time_s": 2700.0, "report_accuracy": None},
     ])
-    fig = report.draw_accuracy(results, results, "a CPU")
+    fig = report.draw_accuracy(results, "a CPU")
     by_size, by_time, report_axis = fig.axes
     for measured_axis in (by_size, by_time):
         low, high = measured_axis.get_ylim()
