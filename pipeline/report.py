@@ -17,9 +17,13 @@ import pandas as pd
 from pipeline import paths
 from pipeline.config import Config
 from pipeline.atomic import write_text_atomically
+from pipeline.errors import PipelineError
 from pipeline.registry import REGISTRY, replicate_stage
 
 RESULTS = paths.REPORTS_DIR / "results.md"
+# Trainings of the recorded code and params on other CPU kinds, one row each, with the commit they ran at.
+OTHER_CPUS = paths.METRICS_DIR / "other_cpus.csv"
+OTHER_CPU_COLUMNS = ["model", "seed", "cpu", "commit", "val_accuracy", "test_accuracy", "train_wall_time_s"]
 COMPARE_DIR = paths.REPORTS_DIR / "compare"
 LABEL_STEPS = 500  # moves of the point names in the accuracy figure
 # The report's own results (lowest validation loss, best test accuracy, epochs, learning rate).
@@ -50,6 +54,7 @@ KNOWN_DATA = {
 SUMMARY_TITLE = "## Summary"
 VERDICTS_TITLE = "## What the study asked"
 PER_SEED_TITLE = "## Seed by seed"
+OTHER_CPUS_TITLE = "## On other CPU kinds"
 # The study's questions, each a CIFAR-10 model against the network it changes.
 COMPARISONS = [
     ("cifar10_inception", "cifar10_naive", "Does a naive Inception block help?"),
@@ -189,7 +194,8 @@ def summary_section(states: dict[str, str], seeds: list[int]) -> list[str]:
             "|---|---|---|---|---|", *(summary_row(name, states, seeds) for name in REGISTRY), ""]
 
 
-def verdict(model: list[float], baseline: list[float]) -> tuple[str, str, str]:
+def verdict(model: list[float], baseline: list[float], words: tuple[str, str] = ("better", "worse")) \
+        -> tuple[str, str, str]:
     """The difference of the mean test accuracies, twice its standard error
     sqrt(s1²/n1 + s2²/n2), and what they say: better or worse only beyond two standard errors."""
     if len(model) < 2 or len(baseline) < 2:
@@ -198,7 +204,7 @@ def verdict(model: list[float], baseline: list[float]) -> tuple[str, str, str]:
     difference, error = mean - base_mean, (std ** 2 / n + base_std ** 2 / base_n) ** 0.5
     said = "no measurable difference"
     if abs(difference) > 2 * error:
-        said = "better" if difference > 0 else "worse"
+        said = words[0] if difference > 0 else words[1]
     return f"{difference * 100:+.2f} points", f"{2 * error * 100:.2f} points", said
 
 
@@ -230,6 +236,57 @@ def per_seed_section(config: Config, states: dict[str, str]) -> list[str]:
         cells = [f"{m['val_accuracy']:.4f} / {m['test_accuracy']:.4f}" if m else "–" for m in records]
         spread_cell = spread_text(accuracies_of(records))
         lines.append(f"| `{name}` | {' | '.join(cells)} | {spread_cell} |")
+    return lines + [""]
+
+
+def other_cpu_runs() -> pd.DataFrame:
+    """The trainings on other CPU kinds, in the registry's order of models; none without the file."""
+    if not OTHER_CPUS.exists():
+        return pd.DataFrame(columns=OTHER_CPU_COLUMNS)
+    try:
+        runs = pd.read_csv(OTHER_CPUS)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise PipelineError(f"{OTHER_CPUS} is no CSV table: {error}") from None
+    missing = [column for column in OTHER_CPU_COLUMNS if column not in runs.columns]
+    if missing:
+        raise PipelineError(f"{OTHER_CPUS} lacks the columns {', '.join(missing)}")
+    unknown = sorted(set(runs["model"]) - set(REGISTRY))
+    if unknown:
+        raise PipelineError(f"{OTHER_CPUS} names models the pipeline does not have: {', '.join(unknown)}")
+    if not pd.api.types.is_numeric_dtype(runs["test_accuracy"]) or runs["test_accuracy"].isna().any():
+        raise PipelineError(f"{OTHER_CPUS}: every row needs a test_accuracy number")
+    return runs.iloc[runs["model"].map(list(REGISTRY).index).argsort(kind="stable")]
+
+
+def distance_in_deviations(accuracy: float | None, accuracies: list[float]) -> str:
+    """How far one training lies from the mean of these seeds, in their standard deviations."""
+    if accuracy is None or len(accuracies) < 2:
+        return "–"
+    mean, std, _ = spread(accuracies)
+    return f"{(accuracy - mean) / std:+.1f} sd"
+
+
+def other_cpu_section(runs: pd.DataFrame, config: Config, states: dict[str, str], recorded_cpu: str) -> list[str]:
+    """The recorded code and params trained on other CPU kinds, against the record's seeds: another
+    CPU kind rounds differently and so trains another model, as another seed does."""
+    if runs.empty:
+        return []
+    lines = [OTHER_CPUS_TITLE, "",
+             f"The same code and params trained on another CPU kind ([`{OTHER_CPUS.as_posix()}`]"
+             f"(../{OTHER_CPUS.as_posix()}), each with the commit it ran at), against the record's seeds "
+             f"({recorded_cpu}). \"higher\" or \"lower\" only beyond twice the standard error of the "
+             "difference of the means.", "",
+             f"| model | CPU | seed {config.seed}: test | seed {config.seed} from the record's mean "
+             "| seeds: mean ± std | the record: mean ± std | difference of means | 2 × standard error | answer |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (name, cpu), group in runs.groupby(["model", "cpu"], sort=False):
+        theirs, ours = list(group["test_accuracy"]), seed_accuracies(name, config.replicate.seeds, states)
+        default = group.loc[group["seed"] == config.seed, "test_accuracy"]
+        default = float(default.iloc[0]) if len(default) else None
+        difference, error, said = verdict(theirs, ours, ("higher", "lower"))
+        lines.append(f"| `{name}` | {cpu} | {'–' if default is None else f'{default:.4f}'} "
+                     f"| {distance_in_deviations(default, ours)} | {spread_text(theirs)} | {spread_text(ours)} "
+                     f"| {difference} | {error} | **{said}** |")
     return lines + [""]
 
 
@@ -494,6 +551,7 @@ def machine_lines(summaries: list[Path]) -> list[str]:
 
 
 def run(config: Config) -> None:
+    other_cpus = other_cpu_runs()  # a bad file stops the stage before it changes anything
     shutil.rmtree(COMPARE_DIR, ignore_errors=True)  # figures of records no longer current go too
     seeds = config.replicate.seeds
     lines = ["# Results", "",
@@ -507,6 +565,7 @@ def run(config: Config) -> None:
     lines += summary_section(states, seeds)
     lines += verdict_section(states, seeds)
     lines += per_seed_section(config, states)
+    lines += other_cpu_section(other_cpus, config, states, cpu_label(training_summaries(current, seeds, states)))
     for task in ("cats_dogs", "cifar10"):
         names = [name for name, spec in REGISTRY.items() if spec.task == task and spec.in_study]
         lines += task_section(task, names, states)

@@ -14,6 +14,7 @@ README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 VERDICT_MARKERS = ("<!-- verdicts:start -->", "<!-- verdicts:end -->")
+OTHER_CPU_MARKERS = ("<!-- other-cpus:start -->", "<!-- other-cpus:end -->")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 IMAGE = re.compile(r"!\[[^]]*\]\(([^)\s]+)\)")
 
@@ -60,6 +61,8 @@ def test_readme_shows_the_summary_of_the_committed_results():
         "README.md's results table differs from reports/results.md: copy its summary table between the markers")
     assert readme_table(VERDICT_MARKERS) == report.section_table(results, report.VERDICTS_TITLE), (
         "README.md's verdicts differ from reports/results.md's: copy them between the markers")
+    assert readme_table(OTHER_CPU_MARKERS) == report.section_table(results, report.OTHER_CPUS_TITLE), (
+        "README.md's other CPU kinds differ from reports/results.md's: copy that table between the markers")
 
 
 def test_committed_results_are_what_report_generates(tmp_path):

@@ -7,10 +7,12 @@ from PIL import Image
 from pipeline import paths, report
 from pipeline.config import load_config
 from pipeline.registry import REGISTRY
+from tests.conftest import ROOT
 from tests.fixtures import HISTORY_STAND_IN, dvc, scratch_dvc_project, set_params
 
 BEYOND = [name for name, spec in REGISTRY.items() if not spec.in_study]
 CIFAR10 = [name for name, spec in REGISTRY.items() if spec.task == "cifar10"]
+HEADER = "model,seed,cpu,commit,val_accuracy,test_accuracy,train_wall_time_s\n"
 
 
 def write_metrics(name: str, test_accuracy: float, wall_time_s: float) -> None:
@@ -202,6 +204,81 @@ def test_the_spread_over_seeds_and_the_verdicts_come_from_the_metrics(project):
         "| `cifar10_naive` | 0.7800 / 0.8000 | 0.7900 / 0.8100 | 0.8000 / 0.8200 | 0.8100 ± 0.0100 (n=3) |"
     assert per_seed["cifar10_inception_reduced"].endswith("| 0.8300 / 0.8500 | – | – | 0.8500 (n=1) |")
     assert "cats_dogs_naive" in per_seed and "cats_dogs_vgg16_frozen" not in per_seed
+
+
+def test_trainings_on_another_cpu_kind_are_set_against_the_record_s_seeds(project):
+    """Three seeds on another CPU five points above the record's three: higher, and the default
+    seed's distance in the record's standard deviations; a model the record has one seed of, unjudged."""
+    seeds = load_config().replicate.seeds
+    write_metrics("cifar10_naive", 0.80, 600)
+    for seed, accuracy in zip(seeds, (0.81, 0.82)):
+        write_further_seed("cifar10_naive", seed, accuracy, 600)
+    write_metrics("cifar10_inception", 0.84, 600)
+    report.OTHER_CPUS.write_text(HEADER +
+                                 "cifar10_inception,42,Another CPU (AVX2),abc1234,0.83,0.85,900\n"
+                                 f"cifar10_naive,{seeds[0]},Another CPU (AVX2),abc1234,0.85,0.86,900\n"
+                                 "cifar10_naive,42,Another CPU (AVX2),abc1234,0.84,0.85,900\n"
+                                 f"cifar10_naive,{seeds[1]},Another CPU (AVX2),abc1234,0.86,0.87,900\n")
+    report.run(load_config())
+    other = rows(report.RESULTS.read_text(), report.OTHER_CPUS_TITLE)
+
+    assert list(other) == ["cifar10_naive", "cifar10_inception"]  # the registry's order
+    assert other["cifar10_naive"] == ("| `cifar10_naive` | Another CPU (AVX2) | 0.8500 | +4.0 sd | 0.8600 ± 0.0100 (n=3) "
+                                      "| 0.8100 ± 0.0100 (n=3) | +5.00 points | 1.63 points | **higher** |")
+    assert other["cifar10_inception"].endswith("| 0.8500 | – | 0.8500 (n=1) | 0.8400 (n=1) | – | – "
+                                               "| **not measured (two seeds or more of each)** |")
+
+
+def test_no_trainings_on_another_cpu_kind_no_section(project):
+    write_metrics("cifar10_naive", 0.80, 600)
+    report.run(load_config())
+    assert report.OTHER_CPUS_TITLE not in report.RESULTS.read_text()
+
+
+@pytest.mark.parametrize("table, message", [
+    ("model,seed,cpu\ncifar10_naive,42,AMD\n", "lacks the columns commit, val_accuracy, test_accuracy"),
+    (HEADER + "cifar10_bigger,42,AMD,abc1234,0.8,0.8,900\n", "models the pipeline does not have: cifar10_bigger"),
+    (HEADER + "cifar10_naive,42,AMD,abc1234,0.8,high,900\n", "every row needs a test_accuracy number"),
+    ('model,seed\n"cifar10_naive,42\n', "is no CSV table"),
+])
+def test_a_bad_table_of_other_cpu_trainings_is_one_line_and_changes_nothing(project, capsys, table, message):
+    from pipeline.__main__ import main
+
+    write_metrics("cifar10_naive", 0.80, 600)
+    report.COMPARE_DIR.mkdir(parents=True)
+    (report.COMPARE_DIR / "cifar10_curves.png").write_bytes(b"an earlier figure")
+    report.OTHER_CPUS.write_text(table)
+    assert main(["report"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not report.RESULTS.exists() and (report.COMPARE_DIR / "cifar10_curves.png").exists()
+
+
+def test_every_training_on_another_cpu_kind_ran_the_recorded_code_and_params():
+    """Each row of metrics/other_cpus.csv names the commit it ran at: that commit's dvc.lock holds
+    the model's train@ stage with the code, data and params the record holds today."""
+    import subprocess
+
+    import pandas as pd
+    import yaml
+
+    def lock_at(commit: str) -> dict:
+        def git(*args):
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+        if git("cat-file", "-e", f"{commit}^{{commit}}").returncode:
+            pytest.skip(f"commit {commit} is not in this clone's history")
+        return (yaml.safe_load(git("show", f"{commit}:dvc.lock").stdout) or {}).get("stages", {})
+
+    def trained_with(entry: dict) -> tuple[dict, dict]:
+        return {dep["path"]: dep.get("md5") for dep in entry["deps"]}, entry["params"]
+
+    today = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    for run in pd.read_csv(ROOT / report.OTHER_CPUS).itertuples():
+        stage, then = f"train@{run.model}", lock_at(run.commit)
+        assert stage in then, f"{run.model} seed {run.seed}: {run.commit}'s dvc.lock has no {stage}"
+        assert trained_with(then[stage]) == trained_with(today[stage]), (
+            f"{run.model} seed {run.seed} ran at {run.commit} with other code, data or params than the record")
 
 
 @pytest.mark.parametrize("model, baseline, said", [
