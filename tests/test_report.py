@@ -1,7 +1,10 @@
 """Stage report: the results tables, the section beyond the study and its accuracy figure."""
 import json
+import subprocess
 
+import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from pipeline import paths, report
@@ -144,7 +147,6 @@ def test_a_slower_machine_draws_the_names_in_the_same_places(monkeypatch):
 def test_the_report_s_far_lower_numbers_do_not_squash_the_spreads_over_seeds():
     """Ours near 0.84 with bars of a point or less, the report's at 0.60 and 0.67: the axis
     with the bars spans ours alone, the report's sit on a stretch of their own below it."""
-    import pandas as pd
     from pipeline.visualize.curves import save_figure  # noqa: F401  (sets the Agg backend first)
     import matplotlib.pyplot as plt
 
@@ -254,28 +256,28 @@ def test_a_bad_table_of_other_cpu_trainings_is_one_line_and_changes_nothing(proj
     assert not report.RESULTS.exists() and (report.COMPARE_DIR / "cifar10_curves.png").exists()
 
 
+def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def stages_at(commit: str) -> dict:
+    """dvc.lock's stages as that commit holds them; the test skips where the clone lacks the commit."""
+    if git("cat-file", "-e", f"{commit}^{{commit}}").returncode:
+        pytest.skip(f"commit {commit} is not in this clone's history")
+    return (yaml.safe_load(git("show", f"{commit}:dvc.lock").stdout) or {}).get("stages", {})
+
+
+def trained_with(stage: dict) -> tuple[dict, dict]:
+    """What a stage's results depend on: its inputs' hashes (code, data) and its params."""
+    return {dep["path"]: dep.get("md5") for dep in stage["deps"]}, stage["params"]
+
+
 def test_every_training_on_another_cpu_kind_ran_the_recorded_code_and_params():
     """Each row of metrics/other_cpus.csv names the commit it ran at: that commit's dvc.lock holds
     the model's train@ stage with the code, data and params the record holds today."""
-    import subprocess
-
-    import pandas as pd
-    import yaml
-
-    def lock_at(commit: str) -> dict:
-        def git(*args):
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-
-        if git("cat-file", "-e", f"{commit}^{{commit}}").returncode:
-            pytest.skip(f"commit {commit} is not in this clone's history")
-        return (yaml.safe_load(git("show", f"{commit}:dvc.lock").stdout) or {}).get("stages", {})
-
-    def trained_with(entry: dict) -> tuple[dict, dict]:
-        return {dep["path"]: dep.get("md5") for dep in entry["deps"]}, entry["params"]
-
     today = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
     for run in pd.read_csv(ROOT / report.OTHER_CPUS).itertuples():
-        stage, then = f"train@{run.model}", lock_at(run.commit)
+        stage, then = f"train@{run.model}", stages_at(run.commit)
         assert stage in then, f"{run.model} seed {run.seed}: {run.commit}'s dvc.lock has no {stage}"
         assert trained_with(then[stage]) == trained_with(today[stage]), (
             f"{run.model} seed {run.seed} ran at {run.commit} with other code, data or params than the record")
