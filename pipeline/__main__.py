@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="train one from-scratch model under a further seed (replicate.seeds)")
     replicate.add_argument("model", choices=MODELS)
     replicate.add_argument("seed", type=int)
+    stages.add_parser("readme", help="copy reports/results.md's tables between README.md's markers",
+                      description="copy reports/results.md's tables (summary, verdicts, other CPU kinds) "
+                                  "between README.md's markers")
     predict = stages.add_parser("predict", help="classify image files and folders with a trained model",
                                 description="classify image files and folders with a trained model")
     predict.add_argument("--model", required=True,
@@ -48,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stage == "readme":
+        from pipeline.report import update_readme
+
+        update_readme()
+        return 0
     config = load_config(args.params)
     import_tensorflow_quietly()
     if args.stage == "predict":

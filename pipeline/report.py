@@ -21,6 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.registry import REGISTRY, replicate_stage
 
 RESULTS = paths.REPORTS_DIR / "results.md"
+README = Path("README.md")
 # Trainings of the recorded code and params on other CPU kinds, one row each, with the commit they ran at.
 OTHER_CPUS = paths.METRICS_DIR / "other_cpus.csv"
 OTHER_CPU_COLUMNS = ["model", "seed", "cpu", "commit", "val_accuracy", "test_accuracy", "train_wall_time_s"]
@@ -55,6 +56,7 @@ SUMMARY_TITLE = "## Summary"
 VERDICTS_TITLE = "## What the study asked"
 PER_SEED_TITLE = "## Seed by seed"
 OTHER_CPUS_TITLE = "## On other CPU kinds"
+README_TABLES = {"results": SUMMARY_TITLE, "verdicts": VERDICTS_TITLE, "other-cpus": OTHER_CPUS_TITLE}
 # The study's questions, each a CIFAR-10 model against the network it changes.
 COMPARISONS = [
     ("cifar10_inception", "cifar10_naive", "Does a naive Inception block help?"),
@@ -255,6 +257,10 @@ def other_cpu_runs() -> pd.DataFrame:
         raise PipelineError(f"{OTHER_CPUS} names models the pipeline does not have: {', '.join(unknown)}")
     if not pd.api.types.is_numeric_dtype(runs["test_accuracy"]) or runs["test_accuracy"].isna().any():
         raise PipelineError(f"{OTHER_CPUS}: every row needs a test_accuracy number")
+    twice = runs[runs.duplicated(["model", "seed", "cpu"])]
+    if not twice.empty:
+        row = twice.iloc[0]
+        raise PipelineError(f"{OTHER_CPUS} holds {row['model']} seed {row['seed']} on {row['cpu']} twice")
     return runs.iloc[runs["model"].map(list(REGISTRY).index).argsort(kind="stable")]
 
 
@@ -281,8 +287,8 @@ def other_cpu_section(runs: pd.DataFrame, config: Config, states: dict[str, str]
              "|---|---|---|---|---|---|---|---|---|"]
     for (name, cpu), group in runs.groupby(["model", "cpu"], sort=False):
         theirs, ours = list(group["test_accuracy"]), seed_accuracies(name, config.replicate.seeds, states)
-        default = group.loc[group["seed"] == config.seed, "test_accuracy"]
-        default = float(default.iloc[0]) if len(default) else None
+        at_default_seed = group.loc[group["seed"] == config.seed, "test_accuracy"]
+        default = float(at_default_seed.iloc[0]) if len(at_default_seed) else None
         difference, error, said = verdict(theirs, ours, ("higher", "lower"))
         lines.append(f"| `{name}` | {cpu} | {'–' if default is None else f'{default:.4f}'} "
                      f"| {distance_in_deviations(default, ours)} | {spread_text(theirs)} | {spread_text(ours)} "
@@ -291,9 +297,36 @@ def other_cpu_section(runs: pd.DataFrame, config: Config, states: dict[str, str]
 
 
 def section_table(results_text: str, title: str) -> str:
-    """The table under a heading of a results.md (the summary, or the verdicts), as README.md shows it."""
+    """The table under a heading of a results.md, as README.md shows it; none where the section is not."""
+    if title + "\n" not in results_text:
+        return ""
     part = results_text.split(title + "\n", 1)[1].split("\n## ", 1)[0]
     return "\n".join(line for line in part.strip().splitlines() if line.startswith("|"))
+
+
+def readme_markers(table: str) -> tuple[str, str]:
+    return f"<!-- {table}:start -->", f"<!-- {table}:end -->"
+
+
+def with_results_tables(readme_text: str, results_text: str) -> str:
+    """README.md's text with results.md's tables between its markers."""
+    for table, title in README_TABLES.items():
+        start, end = readme_markers(table)
+        if start not in readme_text or end not in readme_text.split(start, 1)[1]:
+            raise PipelineError(f"{README} lacks the markers {start} and {end} after it")
+        before, rest = readme_text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        readme_text = f"{before}{start}\n{section_table(results_text, title)}\n{end}{after}"
+    return readme_text
+
+
+def update_readme() -> None:
+    """Copy results.md's summary, verdicts and other CPU kinds into README.md, so that it never shows stale figures."""
+    for path in (RESULTS, README):
+        if not path.exists():
+            raise PipelineError(f"{path} is missing (run it in the project's root, after `dvc repro report`)")
+    write_text_atomically(README, with_results_tables(README.read_text(), RESULTS.read_text()))
+    print(f"copied the tables of {RESULTS} into {README}")
 
 
 def figures_link(name: str) -> str:
@@ -387,7 +420,7 @@ def beyond_the_study(results: pd.DataFrame, cpu: str) -> list[str]:
                      f"| {deviation} | {number(row.wall_time_s, '.0f', ' s')} | {number(row.report_accuracy, '.3f')} |")
     measured = results.dropna(subset=["test_accuracy"])
     if not measured.empty:
-        figure = accuracy_figure(results, cpu)
+        figure = accuracy_figure(measured, results.dropna(subset=["report_accuracy"]), cpu)
         lines += ["", f"![CIFAR-10: test accuracy against size and training time]"
                       f"({figure.relative_to(paths.REPORTS_DIR).as_posix()})"]
     curves = beyond_curves(measured)
@@ -406,28 +439,27 @@ def beyond_curves(measured: pd.DataFrame) -> Path | None:
     return compare_figure("cifar10", baseline + beyond, "cifar10_beyond_curves.png", "CIFAR-10 beyond the study")
 
 
-def accuracy_figure(results: pd.DataFrame, cpu: str) -> Path:
+def accuracy_figure(measured: pd.DataFrame, reported: pd.DataFrame, cpu: str) -> Path:
     """The accuracy figure of the CIFAR-10 models, saved."""
     from pipeline.visualize.curves import save_figure  # sets the Agg backend first
 
-    return save_figure(draw_accuracy(results, cpu), COMPARE_DIR / "cifar10_accuracy.png")
+    return save_figure(draw_accuracy(measured, reported, cpu), COMPARE_DIR / "cifar10_accuracy.png")
 
 
-def draw_accuracy(results: pd.DataFrame, cpu: str):
+def draw_accuracy(measured: pd.DataFrame, reported: pd.DataFrame, cpu: str):
     """Mean test accuracy (bars: one standard deviation over the seeds) against parameter count
     and against training time; the report's numbers are marked at the size of the same network
     here (the report gives only the naive CNN's), on a broken axis below, so that the spreads
     over seeds stay readable."""
     import matplotlib.pyplot as plt
 
-    measured = results.dropna(subset=["test_accuracy"])
     fig = plt.figure(figsize=(12, 5))
     grid = fig.add_gridspec(2, 2, height_ratios=[3, 1])
     by_size, by_time = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[:, 1])
     report_axis = fig.add_subplot(grid[1, 0], sharex=by_size)
     accuracy_axis(by_size, measured, "parameters", "")
     accuracy_axis(by_time, measured, "wall_time_s", f"training wall time (s), {cpu}")
-    report_results(report_axis, results.dropna(subset=["report_accuracy"]))
+    report_results(report_axis, reported)
     break_between(by_size, report_axis)
     by_size.legend(fontsize=8, loc="upper right")
     report_axis.xaxis.set_major_formatter(lambda value, _: f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k")
@@ -561,11 +593,12 @@ def run(config: Config) -> None:
              f"default seed's ({config.seed}); \"over seeds\" adds the further seeds {seeds} where recorded.", ""]
     states = record_states(list(REGISTRY), seeds)
     current = [name for name in REGISTRY if states[name] == CURRENT]
-    lines += data_lines(config) + machine_lines(training_summaries(current, seeds, states))
+    summaries = training_summaries(current, seeds, states)
+    lines += data_lines(config) + machine_lines(summaries)
     lines += summary_section(states, seeds)
     lines += verdict_section(states, seeds)
     lines += per_seed_section(config, states)
-    lines += other_cpu_section(other_cpus, config, states, cpu_label(training_summaries(current, seeds, states)))
+    lines += other_cpu_section(other_cpus, config, states, cpu_label(summaries))
     for task in ("cats_dogs", "cifar10"):
         names = [name for name, spec in REGISTRY.items() if spec.task == task and spec.in_study]
         lines += task_section(task, names, states)

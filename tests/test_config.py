@@ -67,4 +67,5 @@ def test_missing_params_file_is_one_line(project, capsys):
 def test_cli_offers_every_stage():
     """The parser's own choices, not its help text (where "train" also appears in split's line)."""
     stages = build_parser()._subparsers._group_actions[0].choices
-    assert list(stages) == ["download", "split", "train", "evaluate", "visualize", "tune", "report", "replicate", "predict"]
+    assert list(stages) == ["download", "split", "train", "evaluate", "visualize", "tune", "report", "replicate", "readme",
+                            "predict"]

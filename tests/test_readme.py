@@ -12,16 +12,14 @@ from tests.conftest import ROOT
 
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
-VERDICT_MARKERS = ("<!-- verdicts:start -->", "<!-- verdicts:end -->")
-OTHER_CPU_MARKERS = ("<!-- other-cpus:start -->", "<!-- other-cpus:end -->")
+MARKERS = report.readme_markers("results")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 IMAGE = re.compile(r"!\[[^]]*\]\(([^)\s]+)\)")
 
 
-def readme_table(markers: tuple[str, str] = MARKERS) -> str:
-    text = README.read_text()
-    return text.split(markers[0], 1)[1].split(markers[1], 1)[0].strip()
+def readme_table(table: str) -> str:
+    start, end = report.readme_markers(table)
+    return README.read_text().split(start, 1)[1].split(end, 1)[0].strip()
 
 
 def tracked_files() -> list[str]:
@@ -55,14 +53,11 @@ def test_every_link_resolves(page):
             assert anchor in headings(resolved), f"{page.name}: {target} names no heading"
 
 
-def test_readme_shows_the_summary_of_the_committed_results():
+@pytest.mark.parametrize("table, title", report.README_TABLES.items())
+def test_readme_shows_the_tables_of_the_committed_results(table, title):
     results = (ROOT / "reports" / "results.md").read_text()
-    assert readme_table() == report.section_table(results, report.SUMMARY_TITLE), (
-        "README.md's results table differs from reports/results.md: copy its summary table between the markers")
-    assert readme_table(VERDICT_MARKERS) == report.section_table(results, report.VERDICTS_TITLE), (
-        "README.md's verdicts differ from reports/results.md's: copy them between the markers")
-    assert readme_table(OTHER_CPU_MARKERS) == report.section_table(results, report.OTHER_CPUS_TITLE), (
-        "README.md's other CPU kinds differ from reports/results.md's: copy that table between the markers")
+    assert readme_table(table) == report.section_table(results, title), (
+        f"README.md's {table} table differs from reports/results.md's: run `python -m pipeline readme`")
 
 
 def test_committed_results_are_what_report_generates(tmp_path):

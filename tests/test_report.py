@@ -158,7 +158,7 @@ def test_the_report_s_far_lower_numbers_do_not_squash_the_spreads_over_seeds():
         {"model": "cifar10_residual_4x4", "in_study": False, "parameters": 377_000, "test_accuracy": 0.8460,
          "test_accuracy_std": 0.0092, "wall_time_s": 2700.0, "report_accuracy": None},
     ])
-    fig = report.draw_accuracy(results, "a CPU")
+    fig = report.draw_accuracy(results, results.dropna(subset=["report_accuracy"]), "a CPU")
     by_size, by_time, report_axis = fig.axes
     for measured_axis in (by_size, by_time):
         low, high = measured_axis.get_ylim()
@@ -241,6 +241,8 @@ def test_no_trainings_on_another_cpu_kind_no_section(project):
     ("model,seed,cpu\ncifar10_naive,42,AMD\n", "lacks the columns commit, val_accuracy, test_accuracy"),
     (HEADER + "cifar10_bigger,42,AMD,abc1234,0.8,0.8,900\n", "models the pipeline does not have: cifar10_bigger"),
     (HEADER + "cifar10_naive,42,AMD,abc1234,0.8,high,900\n", "every row needs a test_accuracy number"),
+    (HEADER + "cifar10_naive,1,AMD,abc1234,0.8,0.8,900\ncifar10_naive,1,AMD,def5678,0.8,0.8,900\n",
+     "holds cifar10_naive seed 1 on AMD twice"),
     ('model,seed\n"cifar10_naive,42\n', "is no CSV table"),
 ])
 def test_a_bad_table_of_other_cpu_trainings_is_one_line_and_changes_nothing(project, capsys, table, message):
@@ -254,6 +256,56 @@ def test_a_bad_table_of_other_cpu_trainings_is_one_line_and_changes_nothing(proj
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not report.RESULTS.exists() and (report.COMPARE_DIR / "cifar10_curves.png").exists()
+
+
+STALE_README = """# A project
+
+<!-- results:start -->
+| model | an old table |
+<!-- results:end -->
+
+Some words between.
+
+<!-- verdicts:start -->
+<!-- verdicts:end -->
+<!-- other-cpus:start -->
+| model | an old table |
+<!-- other-cpus:end -->
+
+## Set up and run
+"""
+
+
+def test_readme_gets_the_tables_of_results_md_and_keeps_its_words(project):
+    from pipeline.__main__ import main
+
+    write_metrics("cifar10_naive", 0.80, 600)
+    report.OTHER_CPUS.write_text(HEADER + "cifar10_naive,42,Another CPU (AVX2),abc1234,0.79,0.81,900\n")
+    report.run(load_config())
+    report.README.write_text(STALE_README)
+    assert main(["readme"]) == 0
+
+    readme, results = report.README.read_text(), report.RESULTS.read_text()
+    for table, title in report.README_TABLES.items():
+        start, end = report.readme_markers(table)
+        shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
+        assert shown == report.section_table(results, title) and shown.count("\n") >= 2
+    assert "| `cifar10_naive` | CIFAR-10 | **0.8000** |" in readme and "an old table" not in readme
+    assert readme.startswith("# A project\n") and "\n\nSome words between.\n\n" in readme
+    assert readme.endswith("<!-- other-cpus:end -->\n\n## Set up and run\n")
+
+
+def test_a_readme_without_its_markers_is_one_line_and_left_as_it_was(project, capsys):
+    from pipeline.__main__ import main
+
+    write_metrics("cifar10_naive", 0.80, 600)
+    report.run(load_config())
+    without_verdicts = STALE_README.replace("<!-- verdicts:end -->\n", "")
+    report.README.write_text(without_verdicts)
+    assert main(["readme"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: README.md lacks the markers <!-- verdicts:start --> and <!-- verdicts:end --> after it"]
+    assert report.README.read_text() == without_verdicts
 
 
 def git(*args: str) -> subprocess.CompletedProcess:
