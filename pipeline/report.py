@@ -308,15 +308,21 @@ def readme_markers(table: str) -> tuple[str, str]:
     return f"<!-- {table}:start -->", f"<!-- {table}:end -->"
 
 
+def around_table(readme_text: str, table: str) -> tuple[str, str, str]:
+    """README.md's text before a table's start marker (included), the table, and from its end marker on."""
+    start, end = readme_markers(table)
+    before, found, rest = readme_text.partition(start)
+    shown, found_end, after = rest.partition(end)
+    if not found or not found_end:
+        raise PipelineError(f"{README} lacks the markers {start} and {end} after it")
+    return before + start, shown.strip(), end + after
+
+
 def with_results_tables(readme_text: str, results_text: str) -> str:
     """README.md's text with results.md's tables between its markers."""
     for table, title in README_TABLES.items():
-        start, end = readme_markers(table)
-        if start not in readme_text or end not in readme_text.split(start, 1)[1]:
-            raise PipelineError(f"{README} lacks the markers {start} and {end} after it")
-        before, rest = readme_text.split(start, 1)
-        after = rest.split(end, 1)[1]
-        readme_text = f"{before}{start}\n{section_table(results_text, title)}\n{end}{after}"
+        before, _, after = around_table(readme_text, table)
+        readme_text = f"{before}\n{section_table(results_text, title)}\n{after}"
     return readme_text
 
 

@@ -18,8 +18,7 @@ IMAGE = re.compile(r"!\[[^]]*\]\(([^)\s]+)\)")
 
 
 def readme_table(table: str) -> str:
-    start, end = report.readme_markers(table)
-    return README.read_text().split(start, 1)[1].split(end, 1)[0].strip()
+    return report.around_table(README.read_text(), table)[1]
 
 
 def tracked_files() -> list[str]:

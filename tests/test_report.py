@@ -287,8 +287,7 @@ def test_readme_gets_the_tables_of_results_md_and_keeps_its_words(project):
 
     readme, results = report.README.read_text(), report.RESULTS.read_text()
     for table, title in report.README_TABLES.items():
-        start, end = report.readme_markers(table)
-        shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
+        shown = report.around_table(readme, table)[1]
         assert shown == report.section_table(results, title) and shown.count("\n") >= 2
     assert "| `cifar10_naive` | CIFAR-10 | **0.8000** |" in readme and "an old table" not in readme
     assert readme.startswith("# A project\n") and "\n\nSome words between.\n\n" in readme
