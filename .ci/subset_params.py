@@ -21,11 +21,11 @@ def sha256(path: Path) -> str:
 def subset_overrides(mirror: Path) -> dict:
     overrides = {
         "data.subset_per_class": 50,
-        "replicate.seeds": [],  # the default seed alone: no replicate_* stages
+        "seeds": [42],  # the default seed alone: one training per model
         # The VGG16 stand-in is not the upstream file: its own checksum. The CIFAR-10 archive built
         # from the JPEG copies is sources.cifar10.also_accepted's, so params keep it as committed.
         "sources.vgg16.checksum": sha256(mirror / VGG16_WEIGHTS),
-        "tune.n_trials": 2, "tune.epochs": {"low": 1, "high": 2},
+        "search.n_trials": 2, "search.epochs": {"low": 1, "high": 2},
         # Gradient ascent through VGG16 on two CPU cores is slow: fewer steps and filters.
         "visualize.ascent_steps": 5, "visualize.filters_per_layer": 4,
     }

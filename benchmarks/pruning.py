@@ -7,7 +7,7 @@ at most half the epochs for the same best value, within one point.
 By default each pruned search tries the very configurations the unpruned one drew, in the same
 order, so the two differ only in what the pruner stops, not in the sampler's luck (TPE draws
 other points once some trials are pruned). `--independent` lets each search's own TPE sampler
-draw, as `tune@<model>` does.
+draw, as `python -m pipeline search <model>` does.
 
     python benchmarks/pruning.py                      # params' search: 20 trials, epochs 2..30
     python benchmarks/pruning.py --seeds 1 2 42 --pruners none median percentile
@@ -42,12 +42,12 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "pruning.json"
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, help="trials per search (default: tune.n_trials of params.yaml)")
+    parser.add_argument("--trials", type=int, help="trials per search (default: search.n_trials of params.yaml)")
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=100,
                         help="validation images per class: enough that one point is more than noise")
     parser.add_argument("--epochs", type=int, nargs=2, metavar=("LOW", "HIGH"),
-                        help="the searched range of epochs (default: tune.epochs of params.yaml)")
+                        help="the searched range of epochs (default: search.epochs of params.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="one comparison per seed, for the sampler and the training (default: params.yaml's)")
     parser.add_argument("--pruners", nargs="+", default=["none", "median", "percentile", "hyperband"],
@@ -102,7 +102,7 @@ def search_config(config, data_root: Path, pruner: str, seed: int, args: argpars
     trial is the model's params.yaml values: their epochs are kept inside the benchmark's range."""
     from pipeline.config import Range
 
-    tune = config.tune.model_copy(update={
+    space = config.search.model_copy(update={
         "pruner": pruner, "n_trials": args.trials, "timeout_s": None,
         "storage": f"sqlite:///{data_root.parent / f'optuna-{pruner}.db'}",
         "epochs": Range(low=args.epochs[0], high=args.epochs[1]),
@@ -111,16 +111,16 @@ def search_config(config, data_root: Path, pruner: str, seed: int, args: argpars
     params = config.model(MODEL)
     model = params.model_copy(update={"epochs": min(max(params.epochs, args.epochs[0]), args.epochs[1])})
     train = config.train.model_copy(update={MODEL: model})
-    return config.model_copy(update={"data": data, "tune": tune, "seed": seed, "train": train})
+    return config.model_copy(update={"data": data, "search": space, "seeds": [seed], "train": train})
 
 
 def replay(config, trials: list[dict]) -> None:
     """Queue the given configurations, in order, in the search's (new) study."""
     import optuna
 
-    from pipeline import tune
+    from pipeline import search
 
-    study = optuna.create_study(study_name=tune.study_name(config, MODEL), storage=config.tune.storage,
+    study = optuna.create_study(study_name=search.study_name(config, MODEL), storage=config.search.storage,
                                 direction="maximize")
     for params in trials:
         study.enqueue_trial(params)
@@ -129,14 +129,14 @@ def replay(config, trials: list[dict]) -> None:
 def run_search(config, pruner: str, trials: list[dict] | None = None) -> dict:
     import optuna
 
-    from pipeline import tune
+    from pipeline import search
 
     if trials:
         replay(config, trials)
     started = time.perf_counter()
-    tune.run(config, MODEL)
+    search.run(config, MODEL)
     seconds = time.perf_counter() - started
-    study = optuna.load_study(study_name=tune.study_name(config, MODEL), storage=config.tune.storage)
+    study = optuna.load_study(study_name=search.study_name(config, MODEL), storage=config.search.storage)
     return {**summarise(study, pruner), "wall_time_s": round(seconds, 1),
             "val_accuracy_per_epoch": [[round(value, 4) for value in curve] for curve in trial_curves(study)]}
 
@@ -156,7 +156,7 @@ def trial_curves(study) -> list[list[float]]:
 
 def summarise(study, pruner: str) -> dict:
     """A search's figures: epochs trained, best value, trials."""
-    from pipeline import tune
+    from pipeline import search
 
     epochs_per_trial = [trial.user_attrs.get("epochs_trained", 0) for trial in study.trials]
     return {
@@ -164,7 +164,7 @@ def summarise(study, pruner: str) -> dict:
         "epochs_trained": sum(epochs_per_trial),
         "best_val_accuracy": study.best_value,
         "best_trial": study.best_trial.number,
-        "trials": tune.counts(study),
+        "trials": search.counts(study),
         "trial_params": [trial.params for trial in study.trials],
         "epochs_per_trial": epochs_per_trial,
     }
@@ -177,20 +177,20 @@ def prune_recorded(config, pruner: str, unpruned: dict) -> dict:
     import optuna
     from optuna.trial import TrialState
 
-    from pipeline import tune
+    from pipeline import search
 
     # The search's own study name: Hyperband assigns its brackets from it.
-    study = optuna.create_study(study_name=tune.study_name(config, MODEL), direction="maximize",
-                                pruner=tune.make_pruner(config, MODEL))
+    study = optuna.create_study(study_name=search.study_name(config, MODEL), direction="maximize",
+                                pruner=search.make_pruner(config, MODEL))
     for params, curve in zip(unpruned["trial_params"], unpruned["val_accuracy_per_epoch"]):
         study.enqueue_trial(params)
         trial = study.ask()
-        tune.suggest(trial, tune.search_space(config, MODEL))
-        reporter = tune.ReportToTrial(trial, total_epochs=len(curve))  # judged as the search judges
+        search.suggest(trial, search.search_space(config, MODEL))
+        reporter = search.ReportToTrial(trial, total_epochs=len(curve))  # judged as the search judges
         pruned = False
         try:
             for epoch, value in enumerate(curve):
-                reporter.on_epoch_end(epoch, {tune.MONITOR: value})
+                reporter.on_epoch_end(epoch, {search.MONITOR: value})
         except optuna.TrialPruned:
             pruned = True
         trial.set_user_attr("epochs_trained", reporter.epochs)
@@ -264,8 +264,8 @@ def main() -> None:
     if args.recorded:
         return rejudge(config, args)
     args.seeds = args.seeds or [config.seed]
-    args.trials = args.trials or config.tune.n_trials
-    args.epochs = args.epochs or (int(config.tune.epochs.low), int(config.tune.epochs.high))
+    args.trials = args.trials or config.search.n_trials
+    args.epochs = args.epochs or (int(config.search.epochs.low), int(config.search.epochs.high))
     per_class = {"train": args.train_per_class, "val": args.val_per_class}
     project_split = ROOT / config.data.root / "split" / "cifar10"
     with tempfile.TemporaryDirectory(prefix="pruning-benchmark-") as scratch:
@@ -273,11 +273,10 @@ def main() -> None:
         splits = from_jpegs(args.jpegs, per_class) if args.jpegs.is_dir() else from_project_split(project_split,
                                                                                                    per_class)
         write_split(scratch / "data", splits)
-        # The searches run inside the scratch folder: their tuned file and MLflow store stay there.
+        # The searches run inside the scratch folder: their searches/ file and MLflow store stay there.
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
         os.environ.pop("OPTUNA_STORAGE", None)
-        os.environ.pop("TUNE_N_TRIALS", None)
-        os.environ["TUNE_SEARCH"] = "1"  # search whatever train.use_tuned says
+        os.environ.pop("SEARCH_N_TRIALS", None)
         os.chdir(scratch)
         runs = [{"seed": seed, "results": compare_pruners(config, scratch / "data", seed, args)} for seed in args.seeds]
         os.chdir(ROOT)
@@ -288,8 +287,8 @@ def main() -> None:
     report = {"model": MODEL, "seeds": args.seeds, "trials": args.trials, "train_per_class": args.train_per_class,
               "val_per_class": args.val_per_class, "epochs_range": list(args.epochs),
               "same_trials": not args.independent,
-              "learning_rate_range": [config.tune.learning_rate.low, config.tune.learning_rate.high],
-              "batch_sizes": config.tune.batch_size, "runs": runs}
+              "learning_rate_range": [config.search.learning_rate.low, config.search.learning_rate.high],
+              "batch_sizes": config.search.batch_size, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"-> {args.out}")

@@ -2,11 +2,11 @@
 
 Usage, from the repository root:
 
-    python benchmarks/serving.py [--model MODEL_URI_OR_DIR] [--network models/cifar10_naive.keras]
+    python benchmarks/serving.py [--model MODEL_URI_OR_DIR] [--network models/cifar10_naive-42.keras]
         [--clients 16] [--requests 600] [--corrupt 0.1] [--workers 1] [--floor]
 
 The server is started on 127.0.0.1 with `--env-manager local`. Without `--model` the
-classifier of `--network` (a trained .keras file; default `models/cifar10_naive.keras`) is
+classifier of `--network` (a trained .keras file; default `models/cifar10_naive-42.keras`) is
 saved to a temporary folder as training logs it, and served from there. `--floor` serves a
 pyfunc model that returns a constant instead: MLflow's own cost per request.
 
@@ -155,7 +155,7 @@ def many_clients(url: str, good: list[bytes], clients: int, total: int, corrupt:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a model URI (models:/cifar10_naive@champion) or a saved model folder")
-    parser.add_argument("--network", type=Path, default=ROOT / "models" / "cifar10_naive.keras")
+    parser.add_argument("--network", type=Path, default=ROOT / "models" / "cifar10_naive-42.keras")
     parser.add_argument("--floor", action="store_true", help="serve a constant pyfunc model instead")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=600)

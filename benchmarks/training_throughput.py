@@ -114,19 +114,19 @@ def sides(config: Config, name: str, vgg_count: int) -> tuple[tuple, tuple, floa
     # The fine-tune phase: block5 + head on cached block4 features, or with augmentation the
     # whole network on train.py's tf.data batches; against the whole model on arrays.
     images, targets = vgg_images(config, name, vgg_count)
-    tune = params.fine_tune
+    phase = params.fine_tune
     for model in (pipeline, arrays):
-        vgg16.unfreeze_top(model, tune.unfreeze_from)
-        compile_model(model, 2, tune.learning_rate)
+        vgg16.unfreeze_top(model, phase.unfreeze_from)
+        compile_model(model, 2, phase.learning_rate)
     as_arrays = {"x": images, "y": targets, "batch_size": params.batch_size}
     if params.augment is not None:
         return (pipeline, {"x": train.augmented_batches(images, targets, params.batch_size, config.seed)}), \
             (arrays, as_arrays), 0.0
     started = time.perf_counter()
-    features = vgg16.frozen_features(pipeline, images, vgg16.layer_before(pipeline, tune.unfreeze_from))
+    features = vgg16.frozen_features(pipeline, images, vgg16.layer_before(pipeline, phase.unfreeze_from))
     setup = time.perf_counter() - started
-    upper = vgg16.submodel(pipeline, tune.unfreeze_from)
-    compile_model(upper, 2, tune.learning_rate)
+    upper = vgg16.submodel(pipeline, phase.unfreeze_from)
+    compile_model(upper, 2, phase.learning_rate)
     return (upper, {"x": features, "y": targets, "batch_size": params.batch_size}), (arrays, as_arrays), setup
 
 
@@ -184,14 +184,14 @@ def compare_caching(config: Config, epochs: int, vgg_count: int) -> tuple[dict, 
 
 def main() -> None:
     # cats_dogs_vgg16_frozen's row comes from part 2, whose two sides are exactly its two paths
-    scratch_and_tuned = [name for name in REGISTRY if name != "cats_dogs_vgg16_frozen"]
-    study = [name for name in scratch_and_tuned if REGISTRY[name].in_study]
+    part_one = [name for name in REGISTRY if name != "cats_dogs_vgg16_frozen"]
+    study = [name for name in part_one if REGISTRY[name].in_study]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=10, help="batches per epoch, from-scratch models (10)")
     parser.add_argument("--vgg-batches", type=int, default=4, help="batches per epoch, VGG16 models (4)")
     parser.add_argument("--epochs", type=int, default=2, help="measured epochs per side after the warm-up (2)")
     parser.add_argument("--caching-epochs", type=int, default=10, help="epochs of part 2 (10)")
-    parser.add_argument("--models", nargs="+", default=study, choices=scratch_and_tuned, metavar="MODEL",
+    parser.add_argument("--models", nargs="+", default=study, choices=part_one, metavar="MODEL",
                         help="models of part 1 (default: the study's; cats_dogs_vgg16_frozen's row comes from part 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput.json")
     args = parser.parse_args()

@@ -17,12 +17,13 @@ MODELS = tuple(REGISTRY)
 STAGES = {
     "download": ("pipeline.data.download", "fetch, verify and unpack one upstream source", "source", SOURCES),
     "split": ("pipeline.data.split", "sample and split one task's images into train/val/test", "task", TASKS),
-    "train": ("pipeline.train", "train one model and log it to MLflow", "model", MODELS),
-    "evaluate": ("pipeline.evaluate", "test-set metrics and confusion matrix of one model", "model", MODELS),
+    "train": ("pipeline.train", "train one model under one seed and log it to MLflow", "model", MODELS),
+    "evaluate": ("pipeline.evaluate", "test-set metrics and confusion matrix of one training", "model", MODELS),
     "visualize": ("pipeline.visualize", "activations, filter patterns, Grad-CAM and curves", "model", MODELS),
-    "tune": ("pipeline.tune", "Optuna search of epochs, learning rate and batch size", "model", MODELS),
-    "report": ("pipeline.report", "the study's results table, rebuilt from the metrics files", None, None),
+    "search": ("pipeline.search", "Optuna search of epochs, learning rate and batch size", "model", MODELS),
+    "report": ("pipeline.report", "the results tables and figures, from every run's metrics", None, None),
 }
+SEEDED = ("train", "evaluate")  # run per model and seed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,13 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         stage = stages.add_parser(name, help=help_text, description=help_text)
         if argument:
             stage.add_argument(argument, choices=choices)
-    replicate = stages.add_parser("replicate", help="train one from-scratch model under a further seed",
-                                  description="train one from-scratch model under a further seed (replicate.seeds)")
-    replicate.add_argument("model", choices=MODELS)
-    replicate.add_argument("seed", type=int)
-    stages.add_parser("readme", help="copy reports/results.md's tables between README.md's markers",
-                      description="copy reports/results.md's tables (summary, verdicts, other CPU kinds) "
-                                  "between README.md's markers")
+        if name in SEEDED:
+            stage.add_argument("seed", type=int, nargs="?", help="one of params.yaml's seeds (default: the first)")
+        if name == "search":
+            stage.add_argument("--apply", action="store_true",
+                               help="write the best epochs, learning rate and batch size into params.yaml")
     predict = stages.add_parser("predict", help="classify image files and folders with a trained model",
                                 description="classify image files and folders with a trained model")
     predict.add_argument("--model", required=True,
@@ -51,25 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.stage == "readme":
-        from pipeline.report import update_readme
-
-        update_readme()
-        return 0
     config = load_config(args.params)
     import_tensorflow_quietly()
     if args.stage == "predict":
         from pipeline.predict import run as predict
 
         return predict(config, args.model, args.images, args.output)
-    if args.stage == "replicate":
-        from pipeline.replicate import run as replicate
-
-        replicate(config, args.model, args.seed)
-        return 0
     module_name, _, argument, _ = STAGES[args.stage]
     stage = importlib.import_module(module_name)
-    stage.run(config, *([getattr(args, argument)] if argument else []))
+    arguments = [getattr(args, argument)] if argument else []
+    if args.stage in SEEDED:
+        arguments.append(config.seed if args.seed is None else args.seed)
+    if args.stage == "search":
+        arguments.append(args.apply)
+    stage.run(config, *arguments)
     return 0
 
 

@@ -91,6 +91,7 @@ class TaskSplit(Section):
 
 
 class Split(Section):
+    seed: int = Field(default=42, ge=0)  # draws the sample and the split; every training sees the same
     cats_dogs: TaskSplit
     cifar10: TaskSplit
 
@@ -135,10 +136,8 @@ def _optional(field) -> tuple:
 Recipe = create_model("Recipe", __base__=Section, **{key: _optional(field) for key, field in Model.model_fields.items()})
 Recipes = create_model("Recipes", __base__=Section, **{task: (Recipe, Recipe()) for task in TASKS})
 
-# One required `Model` section per model of the registry, beside the switch for tuned values.
-Train = create_model(
-    "Train", __base__=Section, use_tuned=(bool, False), **{name: (Model, ...) for name in REGISTRY}
-)
+# One required `Model` section per model of the registry.
+Train = create_model("Train", __base__=Section, **{name: (Model, ...) for name in REGISTRY})
 
 
 class Range(Section):
@@ -152,7 +151,7 @@ class Range(Section):
         return self
 
 
-class Tune(Section):
+class Search(Section):
     storage: str = "sqlite:///optuna.db"
     n_trials: int = Field(default=20, gt=0)
     timeout_s: int | None = Field(default=None, gt=0)
@@ -193,26 +192,15 @@ class Visualize(Section):
     gradcam_images_per_class: int = Field(default=2, gt=0)
 
 
-class Replicate(Section):
-    seeds: list[int] = Field(default_factory=list)  # further seeds each from-scratch model trains under
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value) or any(seed < 0 for seed in value):
-            raise ValueError("seeds must be distinct and not negative")
-        return value
-
-
 class Config(Section):
-    seed: int = Field(default=42, ge=0)
-    replicate: Replicate = Replicate()
+    # Every model trains once per seed; the first is the default seed, whose model is registered and served.
+    seeds: list[int] = Field(default=[42], min_length=1)
     data: Data = Data()
     sources: Sources
     split: Split
     recipes: Recipes = Recipes()  # type: ignore[valid-type]  # checked before train, so its errors name it
     train: Train  # type: ignore[valid-type]
-    tune: Tune
+    search: Search
     visualize: Visualize = Visualize()
 
     @model_validator(mode="before")
@@ -240,11 +228,21 @@ class Config(Section):
                 )
         return self
 
-    @model_validator(mode="after")
-    def _further_seeds(self) -> Config:
-        if self.seed in self.replicate.seeds:
-            raise ValueError(f"replicate.seeds: {self.seed} is the default seed (seed); list only further ones")
-        return self
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or any(seed < 0 for seed in value):
+            raise ValueError("seeds must be distinct and not negative")
+        return value
+
+    @property
+    def seed(self) -> int:
+        """The default seed: the one a search trains under, and the one whose model is served."""
+        return self.seeds[0]
+
+    def under_seed(self, seed: int) -> Config:
+        """This config for one training under `seed`: its shuffles, draws and initial weights."""
+        return self.model_copy(update={"seeds": [seed]})
 
     def model(self, name: str) -> Model:
         """The training hyperparameters of one model of the registry."""

@@ -1,8 +1,8 @@
-"""Stage evaluate@<model>: held-out test metrics, logged into the model's training run.
+"""Stage evaluate_<group>@<model>-<seed>: held-out test metrics, logged into the training's run.
 
-metrics/<model>.json holds what `dvc metrics show` compares across models and runs: the saved
-model's val and test accuracy and loss (both measured here, on the weights that were saved)
-and the training's wall time. The rest (per-class scores, ROC-AUC) goes to reports/test/.
+metrics/<model>-<seed>.json holds what `dvc metrics show` compares across models and runs: the
+saved model's val and test accuracy and loss (both measured here, on the weights that were
+saved) and the training's wall time. The rest (per-class scores, ROC-AUC) goes to reports/test/.
 """
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ from pipeline.errors import PipelineError
 from pipeline.inference import class_probabilities
 from pipeline.models import loss_function
 from pipeline.atomic import replacing_file, write_text_atomically
-from pipeline.registry import REGISTRY
+from pipeline.registry import REGISTRY, evaluate_stage, train_stage
 
 
-def load_trained_model(name: str) -> keras.Model:
-    path = paths.model_file(name)
+def load_trained_model(name: str, seed: int) -> keras.Model:
+    path = paths.model_file(name, seed)
     if not path.exists():
-        raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
+        raise PipelineError(f"{path}: not found; run `dvc repro {train_stage(name, seed)}` first")
     return keras.saving.load_model(path)
 
 
@@ -109,38 +109,46 @@ def compared_metrics(val: dict, test: dict, wall_time_s: float | None) -> dict:
     return metrics
 
 
-def training_wall_time(name: str) -> float | None:
-    summary = paths.train_summary(name)
+def training_wall_time(name: str, seed: int) -> float | None:
+    summary = paths.train_summary(name, seed)
     return json.loads(summary.read_text()).get("wall_time_s") if summary.exists() else None
 
 
-def run(config: Config, name: str) -> None:
-    spec = REGISTRY[name]
-    model = load_trained_model(name)
-    classes = loaders.class_names(config, spec.task)
-    labels, probabilities = split_probabilities(config, name, model, "test")
-    metrics = test_metrics(labels, probabilities, classes, config.model(name).label_smoothing)
-    predicted = probabilities.argmax(axis=1)
-    val = val_metrics(config, name, model)
-    compared = compared_metrics(val, metrics, training_wall_time(name))
-
-    write_text_atomically(paths.eval_metrics(name), json.dumps(compared, indent=2) + "\n")
-    write_text_atomically(paths.test_summary(name), json.dumps(metrics, indent=2) + "\n")
-    confusion = paths.confusion_file(name)
+def write_confusion(name: str, seed: int, classes: list[str], labels: np.ndarray, predicted: np.ndarray,
+                    accuracy_value: float) -> Path:
+    """Each test image's actual and predicted class (for `dvc plots`), and the matrix drawn."""
+    confusion = paths.confusion_file(name, seed)
     write_text_atomically(confusion, pd.DataFrame({"actual": [classes[i] for i in labels],
                                                    "predicted": [classes[i] for i in predicted]}).to_csv(index=False))
     matrix_png = confusion.with_suffix(".png")
     matrix = confusion_matrix(labels, predicted, labels=range(len(classes)))
-    plot_confusion(matrix, classes, f"{name}: test accuracy {metrics['test_accuracy']:.3f}", matrix_png)
+    plot_confusion(matrix, classes, f"{paths.run_key(name, seed)}: test accuracy {accuracy_value:.3f}", matrix_png)
+    return matrix_png
 
-    with tracking.model_run(name, spec.task, "evaluate") as run:
+
+def run(config: Config, name: str, seed: int) -> None:
+    spec, stage = REGISTRY[name], evaluate_stage(name, seed)
+    tracking.recorded_run_id(name, seed)  # the model and its run must agree before anything is scored
+    model = load_trained_model(name, seed)
+    classes = loaders.class_names(config, spec.task)
+    labels, probabilities = split_probabilities(config, name, model, "test")
+    metrics = test_metrics(labels, probabilities, classes, config.model(name).label_smoothing)
+    val = val_metrics(config, name, model)
+    compared = compared_metrics(val, metrics, training_wall_time(name, seed))
+
+    write_text_atomically(paths.eval_metrics(name, seed), json.dumps(compared, indent=2) + "\n")
+    write_text_atomically(paths.test_summary(name, seed), json.dumps(metrics, indent=2) + "\n")
+    matrix_png = write_confusion(name, seed, classes, labels, probabilities.argmax(axis=1), metrics["test_accuracy"])
+
+    with tracking.model_run(name, seed, spec.task, stage) as run:
         tracking.log_splits(paths.split_dir(config, spec.task), spec.task, ["test"], split_checksum(spec.task))
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
         mlflow.log_metrics({f"saved_model_{key}": compared[key] for key in ("val_accuracy", "val_loss")})
         for cls, values in metrics["per_class"].items():
             mlflow.log_metrics({f"test_{key}_{cls}": float(v) for key, v in values.items() if key != "support"})
         mlflow.log_artifact(str(matrix_png), "figures")
-        mlflow.log_artifact(str(paths.eval_metrics(name)), "metrics")
-        mlflow.log_artifact(str(paths.test_summary(name)), "metrics")
-        tracking.record_scores(name, run.info.run_id, val["val_accuracy"], metrics["test_accuracy"])
-    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")
+        mlflow.log_artifact(str(paths.eval_metrics(name, seed)), "metrics")
+        mlflow.log_artifact(str(paths.test_summary(name, seed)), "metrics")
+        if seed == config.seed:  # the registered one
+            tracking.record_scores(name, run.info.run_id, val["val_accuracy"], metrics["test_accuracy"])
+    print(f"{paths.run_key(name, seed)}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")

@@ -6,7 +6,7 @@ from pipeline.config import Config
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
-TUNED_DIR = Path("tuned")
+SEARCHES_DIR = Path("searches")
 
 
 def downloads_dir(config: Config) -> Path:
@@ -27,55 +27,48 @@ def split_summary(task: str) -> Path:
     return REPORTS_DIR / "splits" / f"{task}.json"
 
 
-def model_file(model: str) -> Path:
-    return MODELS_DIR / f"{model}.keras"
+def run_key(model: str, seed: int) -> str:
+    """One training of one model under one seed, as stage names and file names call it."""
+    return f"{model}-{seed}"
 
 
-def run_id_file(model: str) -> Path:
-    return MODELS_DIR / f"{model}.run_id"
+def model_file(model: str, seed: int) -> Path:
+    return MODELS_DIR / f"{run_key(model, seed)}.keras"
 
 
-def history_file(model: str) -> Path:
-    return REPORTS_DIR / "history" / f"{model}.csv"
+def run_id_file(model: str, seed: int) -> Path:
+    """The MLflow run of the training, which evaluate reopens; written with the model, never before it."""
+    return MODELS_DIR / f"{run_key(model, seed)}.run_id"
 
 
-def train_summary(model: str) -> Path:
-    """What training did: hyperparameters, best and final epochs, wall time, machine (not a DVC metric)."""
-    return REPORTS_DIR / "training" / f"{model}.json"
+def history_file(model: str, seed: int) -> Path:
+    return REPORTS_DIR / "history" / f"{run_key(model, seed)}.csv"
 
 
-def eval_metrics(model: str) -> Path:
+def train_summary(model: str, seed: int) -> Path:
+    """What training did: hyperparameters, parameter count, best and final epochs, wall time, machine."""
+    return REPORTS_DIR / "training" / f"{run_key(model, seed)}.json"
+
+
+def eval_metrics(model: str, seed: int) -> Path:
     """The numbers `dvc metrics show` compares: the saved model's val and test accuracy and loss, wall time."""
-    return METRICS_DIR / f"{model}.json"
+    return METRICS_DIR / f"{run_key(model, seed)}.json"
 
 
-def test_summary(model: str) -> Path:
+def test_summary(model: str, seed: int) -> Path:
     """Per-class precision, recall and F1, ROC-AUC and the test size (not a DVC metric)."""
-    return REPORTS_DIR / "test" / f"{model}.json"
+    return REPORTS_DIR / "test" / f"{run_key(model, seed)}.json"
 
 
-def confusion_file(model: str) -> Path:
-    return REPORTS_DIR / "confusion" / f"{model}.csv"
+def confusion_file(model: str, seed: int) -> Path:
+    return REPORTS_DIR / "confusion" / f"{run_key(model, seed)}.csv"
 
 
 def figures_dir(model: str) -> Path:
+    """Activations, filter patterns, Grad-CAM and curves of the model of the default seed."""
     return REPORTS_DIR / "figures" / model
 
 
-def tuned_file(model: str) -> Path:
-    return TUNED_DIR / f"{model}.json"
-
-
-
-# A further seed's record (stage replicate_<task>@<model>-<seed>), beside the default seed's.
-def replicate_metrics(model: str, seed: int) -> Path:
-    """The numbers metrics/<model>.json holds, for this seed."""
-    return METRICS_DIR / "seeds" / f"{model}-{seed}.json"
-
-
-def replicate_summary(model: str, seed: int) -> Path:
-    return REPORTS_DIR / "seeds" / f"{model}-{seed}.json"
-
-
-def replicate_history(model: str, seed: int) -> Path:
-    return REPORTS_DIR / "seeds" / f"{model}-{seed}.csv"
+def search_result(model: str) -> Path:
+    """The best epochs, learning rate and batch size a search found, and the setting it searched under."""
+    return SEARCHES_DIR / f"{model}.json"

@@ -23,7 +23,7 @@ from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
 from pipeline.inference import class_probabilities
-from pipeline.registry import REGISTRY
+from pipeline.registry import REGISTRY, train_stage
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 BATCH_SIZE = 32
@@ -33,10 +33,10 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], 
     """The network, its class names and whether it answers with the mirror average, from a model
     name (its trained .keras file and params.yaml) or an MLflow model URI: a Keras model
     (runs:/<id>/model, with its run's params) or a registered photo classifier (models:/name@champion)."""
-    if reference in REGISTRY:
-        path = paths.model_file(reference)
+    if reference in REGISTRY:  # the default seed's model, the one registered and served
+        path = paths.model_file(reference, config.seed)
         if not path.exists():
-            raise PipelineError(f"{path}: not found; run `dvc repro train@{reference}` first")
+            raise PipelineError(f"{path}: not found; run `dvc repro {train_stage(reference, config.seed)}` first")
         network = keras.saving.load_model(path)
         return network, classes_of(config, network), config.model(reference).mirror_average
     mlflow.set_tracking_uri(tracking.tracking_uri())

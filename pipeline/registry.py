@@ -1,7 +1,7 @@
 """Every model of the project by name: its task, its output and the builder that makes it.
 
 This registry is the one list of models: the CLI's choices, params.yaml's `train` section,
-`dvc.yaml`'s `models` map, the report and CI all follow it (tests/test_model_list.py checks
+`dvc.yaml`'s model lists, the report and CI all follow it (tests/test_model_list.py checks
 them). Builders are named, not imported, so reading the list loads neither Keras nor any other
 module of the project.
 """
@@ -46,6 +46,15 @@ def get_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
-def replicate_stage(name: str, seed: int) -> str:
-    """dvc.yaml's name for `name` trained under the further seed `seed` (its matrix stage)."""
-    return f"replicate_{REGISTRY[name].task}@{name}-{seed}"
+def group(name: str) -> str:
+    """dvc.yaml's group of a model's trainings: what they read besides code, their task's split
+    and, for the VGG16 models, the weights as well."""
+    return "vgg16" if REGISTRY[name].uses_vgg16 else REGISTRY[name].task
+
+
+def train_stage(name: str, seed: int) -> str:
+    return f"train_{group(name)}@{name}-{seed}"
+
+
+def evaluate_stage(name: str, seed: int) -> str:
+    return f"evaluate_{group(name)}@{name}-{seed}"

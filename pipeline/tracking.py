@@ -1,17 +1,17 @@
-"""MLflow set-up in one place: the store, one experiment per task, one run per model, the registry.
+"""MLflow set-up in one place: the store, one experiment per task, one run per training, the registry.
 
-The training stage opens a model's run and writes its id to a DVC output; evaluate,
-visualize and predict reopen that same run, so everything about a model sits together.
-Each training registers its photo classifier as a new version of the model's registered
-model; evaluation tags the version with its val and test accuracy and moves the `champion`
-alias to the best val accuracy among the versions trained on the same split.
+Each training (a model under a seed) opens a run and writes its id beside the model, a DVC
+output; evaluate and visualize reopen that same run, so everything about a training sits
+together. The default seed's training registers its photo classifier as a new version of the
+model's registered model; its evaluation tags the version with its val and test accuracy and
+moves the `champion` alias to the best val accuracy among the versions trained on the same split.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import mlflow
@@ -20,6 +20,8 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.errors import PipelineError
+from pipeline.registry import train_stage
+from pipeline.run_context import source_tags
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_DIR = Path("mlartifacts")
@@ -68,51 +70,52 @@ def use_experiment(task: str) -> str:
     return experiment_id
 
 
-def git_commit() -> str:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        return result.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 @contextlib.contextmanager
-def training_run(model: str, task: str, tags: dict[str, str], resume_run_id: str | None = None,
-                 replicate_stage: str | None = None):
-    """A run named after the model (or the interrupted one being resumed); its id is
-    written for the later stages to reopen. An exception inside ends the run FAILED.
-
-    A further seed's training (`replicate_stage` names its DVC stage) is named after its seed
-    and writes no id: the later stages reopen the default seed's run."""
+def training_run(model: str, task: str, stage: str, tags: dict[str, str], resume_run_id: str | None = None):
+    """A run named after the model and its seed (or the interrupted one being resumed), tagged
+    with its DVC stage. An exception inside ends the run FAILED. The training writes the run's
+    id beside the model when both are done, for the later stages to reopen."""
     use_experiment(task)
-    stage = replicate_stage or f"train@{model}"
-    run_tags = {"model": model, "task": task, "dvc_stage": stage, "git_commit": git_commit(), **tags}
-    run_name = f"{model} seed {tags['seed']}" if replicate_stage else model
+    run_tags = {"model": model, "task": task, "dvc_stage": stage, **source_tags(), **tags}
+    run_name = f"{model} seed {tags['seed']}"
     # System metrics (CPU, memory, disk, network; GPU where nvidia-ml-py finds one) are sampled every 10 s.
     with mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else run_name, tags=run_tags,
                           log_system_metrics=True) as run:
-        if not replicate_stage:
-            run_id_path = paths.run_id_file(model)
-            run_id_path.parent.mkdir(parents=True, exist_ok=True)
-            run_id_path.write_text(run.info.run_id + "\n")
         yield run
 
 
 @contextlib.contextmanager
-def model_run(model: str, task: str, stage: str):
-    """Reopen the training run of `model` so a later stage logs beside the training."""
-    run_id_path = paths.run_id_file(model)
-    if not run_id_path.exists():
-        raise PipelineError(f"{run_id_path}: no training run recorded; run `dvc repro train@{model}` first")
+def model_run(model: str, seed: int, task: str, stage: str):
+    """Reopen the training run of `model` under `seed` so a later stage logs beside the training."""
+    run_id = recorded_run_id(model, seed)
     use_experiment(task)
-    run_id = run_id_path.read_text().strip()
     try:
         run = mlflow.start_run(run_id=run_id)
     except mlflow.exceptions.MlflowException as error:
         raise PipelineError(f"MLflow run {run_id} of {model} not found in {tracking_uri()}: {error.message}") from None
     with run:
-        mlflow.set_tag(f"dvc_stage.{stage}", f"{stage}@{model}")
+        mlflow.set_tag(f"dvc_stage.{stage}", stage)
         yield run
+
+
+def recorded_run_id(model: str, seed: int) -> str:
+    """The run that made the model file, checked against the training summary written with it:
+    a training killed between writing its files leaves them disagreeing, and none is trusted."""
+    rerun = f"run `dvc repro {train_stage(model, seed)}`"
+    run_id_path, summary_path = paths.run_id_file(model, seed), paths.train_summary(model, seed)
+    model_path = paths.model_file(model, seed)
+    for path in (model_path, run_id_path, summary_path):
+        if not path.exists():
+            raise PipelineError(f"{path}: not found; {rerun} first")
+    run_id, summary = run_id_path.read_text().strip(), json.loads(summary_path.read_text())
+    if summary.get("mlflow_run_id") != run_id or summary.get("model_sha256") != file_sha256(model_path):
+        raise PipelineError(f"{model_path} and {run_id_path} do not come from the same training "
+                            f"(one was interrupted); {rerun} again")
+    return run_id
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _save_example_into_new_folder(save_example):

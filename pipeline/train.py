@@ -1,4 +1,4 @@
-"""Stage train@<model>: fit one model of the registry and record it in MLflow.
+"""Stage train_<group>@<model>-<seed>: fit one model of the registry under one seed and record it in MLflow.
 
 From-scratch models train on a tf.data pipeline, which augments the training images (a
 model's `augment`) anew each epoch. The VGG16 models never run a frozen part of the network
@@ -32,8 +32,7 @@ from pipeline.data.split import split_checksum
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.atomic import replacing_file, write_text_atomically
 from pipeline.models import build_model, compile_model, compute_policy, float32_copy, vgg16
-from pipeline.registry import REGISTRY
-from pipeline.tuned import searched_values
+from pipeline.registry import REGISTRY, train_stage
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy"]
 BACKUP_ROOT = paths.MODELS_DIR / ".backup"
@@ -53,11 +52,9 @@ def make_deterministic(seed: int) -> None:
 
 
 def hyperparameters(config: Config, name: str) -> Hyperparameters:
-    """params.yaml's epochs, learning rate and batch size; with train.use_tuned, the search's
-    choice in tuned/<name>.json, which must come from a search under today's params, split and
-    code (else one line says what changed)."""
-    chosen = searched_values(config, name) if config.train.use_tuned else config.model(name).model_dump()
-    return Hyperparameters(int(chosen["epochs"]), float(chosen["learning_rate"]), int(chosen["batch_size"]))
+    """params.yaml's epochs, learning rate and batch size (a search's choice goes there too)."""
+    params = config.model(name)
+    return Hyperparameters(params.epochs, params.learning_rate, params.batch_size)
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -302,12 +299,15 @@ def fit_model(config: Config, name: str, hp: Hyperparameters, workdir: Path | No
     return model, history[HISTORY_COLUMNS]
 
 
-def training_summary(history: pd.DataFrame, hp: Hyperparameters, wall_time_s: float, policy: str) -> dict:
+def training_summary(model: keras.Model, history: pd.DataFrame, hp: Hyperparameters, wall_time_s: float,
+                     policy: str, seed: int) -> dict:
     """What the run did. The saved model is the last epoch's ("final"); "best" is the epoch
     with the highest val accuracy, for comparison, not the one saved."""
     best = history.loc[history["val_accuracy"].idxmax()]
     final = history.iloc[-1]
     return {
+        "seed": seed,
+        "parameters": int(model.count_params()),
         "hyperparameters": {"epochs": hp.epochs, "learning_rate": hp.learning_rate, "batch_size": hp.batch_size},
         "final": {k: float(final[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
         "best": {"val_accuracy": float(best["val_accuracy"]), "val_accuracy_epoch": int(best["epoch"]),
@@ -324,7 +324,7 @@ def logged_params(config: Config, name: str, hp: Hyperparameters) -> dict:
     flat = {**{f"model.{k}": v for k, v in params.items() if not isinstance(v, dict)},
             **{f"model.{p}.{k}": v for p, d in params.items() if isinstance(d, dict) for k, v in d.items()}}
     return {**flat, "epochs": hp.epochs, "learning_rate": hp.learning_rate, "batch_size": hp.batch_size,
-            "use_tuned": config.train.use_tuned, "seed": config.seed,
+            "seed": config.seed,
             "dtype_policy": compute_policy(name, config.model(name)),
             "subset_per_class": config.data.subset_per_class, "per_class": config.per_class(REGISTRY[name].task)}
 
@@ -341,19 +341,27 @@ def log_model(model: keras.Model, config: Config, name: str, tags: dict[str, str
     example = np.full((1, size, size, 3), 127.0, dtype=np.float32)
     tracking.log_keras_model(model, example)
     classes = loaders.class_names(config, REGISTRY[name].task)
-    info = serving.log_classifier(model, paths.model_file(name), classes, name, config.model(name).mirror_average)
+    info = serving.log_classifier(model, paths.model_file(name, config.seed), classes, name,
+                                  config.model(name).mirror_average)
     tracking.tag_version(name, info.registered_model_version, tags)
 
 
-def write_outputs(name: str, model: keras.Model, history: pd.DataFrame, summary: dict) -> None:
-    write_text_atomically(paths.history_file(name), history.to_csv(index=False))
-    write_text_atomically(paths.train_summary(name), json.dumps(summary, indent=2) + "\n")
-    save_model_atomically(model, paths.model_file(name))
+def write_outputs(name: str, seed: int, model: keras.Model, history: pd.DataFrame, summary: dict,
+                  run_id: str) -> None:
+    """The model, its history, its summary and its run id, in that order, each replaced whole.
+
+    The summary names the model file's checksum and the run, and the run id file comes last:
+    a training killed between two of them leaves files that evaluate sees disagree, and refuses.
+    """
+    save_model_atomically(model, paths.model_file(name, seed))
+    write_text_atomically(paths.history_file(name, seed), history.to_csv(index=False))
+    summary = {**summary, "mlflow_run_id": run_id, "model_sha256": tracking.file_sha256(paths.model_file(name, seed))}
+    write_text_atomically(paths.train_summary(name, seed), json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(paths.run_id_file(name, seed), run_id + "\n")
 
 
 def resumable_run_id(key: str, task: str, params: dict) -> str | None:
-    """The MLflow run a killed training (`key`: the model, or the model and a further seed)
-    left behind, if it trained with these same params on this same split (its checksum).
+    """The MLflow run a killed training (`key`: the model and its seed) left behind, if it trained with these same params on this same split (its checksum).
 
     Backups of a run with other params or another split are dropped: resuming them would mix
     two experiments.
@@ -397,7 +405,7 @@ def train_in_run(config: Config, name: str, hp: Hyperparameters, key: str, run_i
     tracking.log_splits(paths.split_dir(config, task), task, ["train", "val"], tags["split_sha256"])
     started = time.perf_counter()
     model, history = fit_model(config, name, hp, BACKUP_ROOT / key)
-    summary = training_summary(history, hp, time.perf_counter() - started, params["dtype_policy"])
+    summary = training_summary(model, history, hp, time.perf_counter() - started, params["dtype_policy"], config.seed)
     if "vgg16_weights" in tags:  # so the results table can say which weights it measured
         summary["vgg16_weights"] = tags["vgg16_weights"]
     mlflow.log_metrics({"best_val_accuracy": summary["best"]["val_accuracy"],
@@ -405,17 +413,30 @@ def train_in_run(config: Config, name: str, hp: Hyperparameters, key: str, run_i
     return model, history, summary
 
 
-def run(config: Config, name: str) -> None:
-    task, hp = REGISTRY[name].task, hyperparameters(config, name)
+def check_seed(config: Config, seed: int) -> None:
+    if seed not in config.seeds:
+        raise ConfigError(f"seed {seed} is not in seeds {config.seeds}")
+
+
+def run(config: Config, name: str, seed: int) -> None:
+    """Train `name` under `seed`. The default seed's training registers its model (the one
+    served); the other seeds' trainings log their runs and keep their model files only."""
+    check_seed(config, seed)
+    registered = seed == config.seed
+    config = config.under_seed(seed)
+    task, hp, key = REGISTRY[name].task, hyperparameters(config, name), paths.run_key(name, seed)
     params = logged_params(config, name, hp)
     tags = training_tags(config, name)
-    with tracking.training_run(name, task, tags, resume_run_id=resumable_run_id(name, task, params)) as active:
-        model, history, summary = train_in_run(config, name, hp, name, active.info.run_id, params, tags)
-        write_outputs(name, model, history, summary)
-        log_curves(paths.history_file(name), name)
-        log_model(model, config, name, tags)
-    shutil.rmtree(BACKUP_ROOT / name, ignore_errors=True)  # finished: a rerun starts afresh
-    print(f"{name}: val_accuracy {summary['final']['val_accuracy']:.4f} (best {summary['best']['val_accuracy']:.4f}, "
+    resumed = resumable_run_id(key, task, params)
+    with tracking.training_run(name, task, train_stage(name, seed), tags, resumed) as active:
+        run_id = active.info.run_id
+        model, history, summary = train_in_run(config, name, hp, key, run_id, params, tags)
+        write_outputs(name, seed, model, history, summary, run_id)
+        log_curves(paths.history_file(name, seed), key)
+        if registered:
+            log_model(model, config, name, tags)
+    shutil.rmtree(BACKUP_ROOT / key, ignore_errors=True)  # finished: a rerun starts afresh
+    print(f"{key}: val_accuracy {summary['final']['val_accuracy']:.4f} (best {summary['best']['val_accuracy']:.4f}, "
           f"epoch {summary['best']['val_accuracy_epoch']}), {summary['wall_time_s']} s")
 
 

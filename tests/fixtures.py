@@ -183,11 +183,16 @@ HISTORY_STAND_IN = "epoch,phase,loss,accuracy,val_loss,val_accuracy\n1,train,0.7
 
 def scratch_dvc_project(root: Path) -> Path:
     """A git + DVC project with the real dvc.yaml, params.yaml and code, and a stand-in file for
-    every input and output of the stages from tune@ to report, so `dvc commit` can record those
+    every input and output of the stages from train to report, so `dvc commit` can record those
     stages without running them and `dvc status` then says what a change makes stale."""
     import json
     import shutil
     import subprocess
+
+    import yaml
+
+    from pipeline import paths
+    from pipeline.registry import REGISTRY
 
     repository = Path(__file__).resolve().parent.parent
     for name in ("dvc.yaml", "params.yaml"):
@@ -196,36 +201,21 @@ def scratch_dvc_project(root: Path) -> Path:
     for folder in ("data/split/cats_dogs", "data/split/cifar10", "data/raw/vgg16"):
         (root / folder).mkdir(parents=True)
         (root / folder / "content").write_text(folder)
+    contents = {"reports/results.md": "results", "reports/compare/cifar10_accuracy.png": "png"}
     for task in ("cats_dogs", "cifar10"):
-        (root / "reports/splits").mkdir(parents=True, exist_ok=True)
-        summary = {"totals": {"train": 2, "val": 1, "test": 1}, "sha256": task, "source": {}}
-        (root / f"reports/splits/{task}.json").write_text(json.dumps(summary))
-    for output in ("reports/results.md", "reports/compare/cifar10_accuracy.png"):
-        (root / output).parent.mkdir(parents=True, exist_ok=True)
-        (root / output).write_text(output)
-    import yaml
-
-    from pipeline import paths
-    from pipeline.registry import REGISTRY
-
+        contents[paths.split_summary(task)] = json.dumps({"totals": {"train": 2, "val": 1, "test": 1}, "sha256": task})
+    seeds = yaml.safe_load((root / "params.yaml").read_text())["seeds"]
     for name in REGISTRY:
-        summary = {"hyperparameters": {"epochs": 1, "learning_rate": 0.001, "batch_size": 8}, "wall_time_s": 60.0,
-                   "best": {"val_accuracy": 0.5, "val_accuracy_epoch": 1, "val_loss": 0.7}}
-        metrics = {"val_accuracy": 0.5, "val_loss": 0.7, "test_accuracy": 0.625, "test_loss": 0.7}
-        contents = {f"tuned/{name}.json": "{}", f"models/{name}.keras": name, f"models/{name}.run_id": name,
-                    f"reports/training/{name}.json": json.dumps(summary), f"reports/history/{name}.csv": HISTORY_STAND_IN,
-                    f"metrics/{name}.json": json.dumps(metrics), f"reports/test/{name}.json": "{}",
-                    f"reports/confusion/{name}.csv": "actual,predicted\n", f"reports/confusion/{name}.png": name,
-                    f"reports/figures/{name}/curves.png": name}
-        for output, content in contents.items():
-            (root / output).parent.mkdir(parents=True, exist_ok=True)
-            (root / output).write_text(content)
-        for seed in yaml.safe_load((root / "params.yaml").read_text())["replicate"]["seeds"]:
-            if not REGISTRY[name].uses_vgg16:
-                for output in (paths.replicate_metrics(name, seed), paths.replicate_summary(name, seed)):
-                    (root / output).parent.mkdir(parents=True, exist_ok=True)
-                    (root / output).write_text(json.dumps(metrics))
-                (root / paths.replicate_history(name, seed)).write_text(HISTORY_STAND_IN)
+        contents[paths.figures_dir(name) / "curves.png"] = name
+        for seed in seeds:
+            contents.update({paths.model_file(name, seed): name, paths.run_id_file(name, seed): name,
+                             paths.train_summary(name, seed): "{}", paths.history_file(name, seed): HISTORY_STAND_IN,
+                             paths.eval_metrics(name, seed): "{}", paths.test_summary(name, seed): "{}",
+                             paths.confusion_file(name, seed): "actual,predicted\n",
+                             paths.confusion_file(name, seed).with_suffix(".png"): name})
+    for output, content in contents.items():
+        (root / output).parent.mkdir(parents=True, exist_ok=True)
+        (root / output).write_text(content)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     return root

@@ -1,6 +1,13 @@
-"""params.yaml validation: every bad value ends the command with exit 2 and one line naming the key."""
+"""params.yaml validation: every bad value ends the command with exit 2 and one line naming the key;
+the seeds; the CLI and the MLproject entry points that run it."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
+import yaml
 
 from pipeline.__main__ import build_parser, main
 from pipeline.config import load_config
@@ -32,13 +39,21 @@ def test_shipped_params_are_valid():
          "sources.cifar10.also_accepted.rebuilt_from_jpegs.size"),
         ({"sources.cifar10.also_accepted.mine": {"md5": "0" * 32}}, "sources.cifar10.also_accepted.mine.checksum"),
         ({"sources.cifar10.also_accepted": ["md5:" + "0" * 32]}, "sources.cifar10.also_accepted"),
-        ({"tune.learning_rate": {"low": 0.1, "high": 0.01}}, "tune.learning_rate"),
-        ({"tune.learning_rate": {"low": 0.0, "high": 0.01}}, "tune.learning_rate"),
-        ({"tune.epochs": {"low": 5, "high": 2}}, "tune.epochs"),
-        ({"tune.pruner": "random"}, "tune.pruner"),
+        ({"search.learning_rate": {"low": 0.1, "high": 0.01}}, "search.learning_rate"),
+        ({"search.learning_rate": {"low": 0.0, "high": 0.01}}, "search.learning_rate"),
+        ({"search.epochs": {"low": 5, "high": 2}}, "search.epochs"),
+        ({"search.pruner": "random"}, "search.pruner"),
         ({"unknown_section": 1}, "unknown_section"),
-        ({"replicate.seeds": [1, 1]}, "replicate.seeds"),
-        ({"replicate.seeds": [1, 42]}, "replicate.seeds"),  # 42 is the default seed
+        ({"seeds": [42, 1, 42]}, "seeds: seeds must be distinct and not negative"),
+        ({"seeds": [42, -1]}, "seeds: seeds must be distinct and not negative"),
+        ({"seeds": []}, "seeds: List should have at least 1 item"),
+        ({"seeds": 42}, "seeds: Input should be a valid list"),
+        ({"split.seed": -1}, "split.seed"),
+        # the keys the seeds and the search replaced are refused, not ignored in silence
+        ({"seed": 7}, "seed: unknown key"),
+        ({"replicate.seeds": [1, 2]}, "replicate: unknown key"),
+        ({"tune.n_trials": 3}, "tune: unknown key"),
+        ({"train.use_tuned": True}, "train.use_tuned: unknown key"),
         ({"recipes.cifar10.augment.cutout": 1.5}, "recipes.cifar10.augment.cutout"),
     ],
 )
@@ -52,7 +67,7 @@ def test_bad_value_exits_2_naming_the_key(project, capsys, override, key):
 
 
 def test_malformed_yaml_is_one_line(project, capsys):
-    (project / "params.yaml").write_text("seed: 1\ntrain: [unclosed\n")
+    (project / "params.yaml").write_text("seeds: [1]\ntrain: [unclosed\n")
     assert main(["split", "cats_dogs"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "params.yaml line" in err[0]
@@ -67,5 +82,75 @@ def test_missing_params_file_is_one_line(project, capsys):
 def test_cli_offers_every_stage():
     """The parser's own choices, not its help text (where "train" also appears in split's line)."""
     stages = build_parser()._subparsers._group_actions[0].choices
-    assert list(stages) == ["download", "split", "train", "evaluate", "visualize", "tune", "report", "replicate", "readme",
-                            "predict"]
+    assert list(stages) == ["download", "split", "train", "evaluate", "visualize", "search", "report", "predict"]
+
+
+def test_the_first_seed_is_the_default_and_each_training_runs_under_one():
+    config = load_config(ROOT / "params.yaml")
+    assert config.seeds == [42, 1, 2] and config.seed == 42
+    assert config.split.seed == 42  # the split's own seed, not the trainings'
+    one = config.under_seed(1)
+    assert (one.seeds, one.seed) == ([1], 1)
+    assert one.train == config.train and one.split.seed == 42  # nothing else changes
+    assert config.seeds == [42, 1, 2]  # a copy: the config itself is left as it was
+
+
+def test_seeds_and_split_seed_have_defaults(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    del params["seeds"], params["split"]["seed"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    config = load_config(project / "params.yaml")
+    assert (config.seeds, config.seed, config.split.seed) == ([42], 42, 42)
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_a_seed_not_in_seeds_exits_2_naming_the_seeds(project, capsys, stage):
+    """Checked before anything is read or trained: no model, split or MLflow run is needed to refuse."""
+    assert main([stage, "cifar10_naive", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: seed 7 is not in seeds [42, 1, 2]"]
+    assert not (project / "mlflow.db").exists() and not (project / "models").exists()
+
+
+def test_train_and_evaluate_take_an_optional_seed_search_an_apply_switch():
+    parser = build_parser()
+    assert parser.parse_args(["train", "cifar10_naive"]).seed is None  # the stage takes seeds[0]
+    assert parser.parse_args(["evaluate", "cifar10_naive", "2"]).seed == 2
+    assert parser.parse_args(["search", "cifar10_naive"]).apply is False
+    assert parser.parse_args(["search", "cifar10_naive", "--apply"]).apply is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["visualize", "cifar10_naive", "1"])  # the default seed's figures only
+
+
+def entry_point_command(tmp_path, entry: str, **parameters) -> tuple[dict, list[str]]:
+    """What `mlflow run . -e ENTRY -P ...` runs: MLflow's own rendering of the MLproject command,
+    through bash as MLflow runs it, with a stand-in `python` that reports its arguments and
+    environment. Returns that environment and the arguments after `python -m pipeline`."""
+    import json
+
+    from mlflow.projects import _project_spec
+
+    command = _project_spec.load_project(str(ROOT)).get_entry_point(entry).compute_command(parameters, None)
+    stand_in = tmp_path / "bin" / "python"
+    stand_in.parent.mkdir(exist_ok=True)
+    stand_in.write_text('#!/bin/sh\nexec "$REAL_PYTHON" -c \'import json, os, sys; '
+                        'print(json.dumps([dict(os.environ), sys.argv[1:]]))\' "$@"\n')
+    stand_in.chmod(0o755)
+    environment = {**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}", "REAL_PYTHON": sys.executable,
+                   "MLFLOW_RUN_ID": "the run `mlflow run` made"}
+    done = subprocess.run(["bash", "-c", command], env=environment, capture_output=True, text=True, check=True)
+    seen, argv = json.loads(done.stdout)
+    assert argv[:2] == ["-m", "pipeline"], argv
+    assert "MLFLOW_RUN_ID" not in seen  # the pipeline opens its own runs
+    return seen, argv[2:]
+
+
+@pytest.mark.parametrize("entry", ["train", "evaluate"])
+def test_mlflow_project_train_and_evaluate_entry_points_run_one_seed(tmp_path, entry):
+    parser = build_parser()
+    _, argv = entry_point_command(tmp_path, entry, model="cifar10_naive", seed="1")
+    args = parser.parse_args(argv)
+    assert (args.stage, args.model, args.seed) == (entry, "cifar10_naive", 1)
+    _, argv = entry_point_command(tmp_path, entry, model="cifar10_naive")  # no seed: the default one
+    args = parser.parse_args(argv)
+    assert (args.stage, args.model, args.seed) == (entry, "cifar10_naive", None)

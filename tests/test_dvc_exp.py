@@ -28,7 +28,8 @@ def test_temp_experiment_logs_into_the_projects_store(tmp_path):
     shutil.copy(ROOT / "params.yaml", project / "params.yaml")
     tiny_cats_dogs(project)
     stage = {"cmd": f"{sys.executable} -m pipeline train {NAME}", "deps": ["data/split/cats_dogs"],
-             "params": [f"train.{NAME}"], "outs": [f"models/{NAME}.keras", {f"models/{NAME}.run_id": {"cache": False}}]}
+             "params": [f"train.{NAME}"],
+             "outs": [f"models/{NAME}-42.keras", {f"models/{NAME}-42.run_id": {"cache": False}}]}
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": stage}}))
     (project / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/optuna.db\n/reports/\n/metrics/\n")
     # The default store (no MLFLOW_TRACKING_URI): sqlite:///mlflow.db, relative to the project.
@@ -50,8 +51,8 @@ def test_temp_experiment_logs_into_the_projects_store(tmp_path):
     store = f"sqlite:///{project / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     runs = client.search_runs([client.get_experiment_by_name("cats_dogs").experiment_id])
-    assert [(run.info.run_name, run.info.status) for run in runs] == [(NAME, "FINISHED")]
+    assert [(run.info.run_name, run.info.status) for run in runs] == [(f"{NAME} seed 42", "FINISHED")]
     assert runs[0].info.artifact_uri.startswith((project / "mlartifacts").as_uri())
-    assert (project / "mlartifacts").is_dir() and any((project / "mlartifacts").rglob(f"{NAME}.keras"))
+    assert (project / "mlartifacts").is_dir() and any((project / "mlartifacts").rglob(f"{NAME}-42.keras"))
     version = client.get_registered_model(NAME).latest_versions[0]
     assert version.run_id == runs[0].info.run_id

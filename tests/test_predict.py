@@ -15,7 +15,7 @@ from pipeline.data import loaders
 from tests.conftest import enter_project
 from tests.fixtures import CIFAR_CLASSES, jpeg_bytes, make_cifar10_split, png_bytes, set_params
 
-NAME = "cifar10_naive"
+NAME, SEED = "cifar10_naive", 42  # a model name means the default seed's (seeds[0]) model
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
         # the network alone, so its own outputs can be compared (the mirror average is tested in test_serving)
         set_params(root / "params.yaml", **{f"train.{NAME}.epochs": 1, f"train.{NAME}.batch_size": 16,
                                             f"train.{NAME}.mirror_average": False})
-        train.run(load_config("params.yaml"), NAME)
+        train.run(load_config("params.yaml"), NAME, SEED)
         images = root / "images"
         images.mkdir()
         (images / "good.jpg").write_bytes(jpeg_bytes(seed=1))
@@ -81,7 +81,7 @@ def test_predict_classifies_good_files_and_reports_the_corrupt_one(trained, caps
 
     # The printed class and probability are the model's own on the decoded file.
     config = load_config("params.yaml")
-    model = keras.saving.load_model(paths.model_file(NAME))
+    model = keras.saving.load_model(paths.model_file(NAME, SEED))
     batch = decoded(files(trained, "good.jpg", "good2.png"))
     probabilities = model.predict(batch, verbose=0)
     classes = loaders.class_names(config, "cifar10")
@@ -139,7 +139,7 @@ def test_a_folder_without_images_is_one_error_line(trained, capsys):
 
 
 def test_mlflow_uri_predicts_as_pyfunc(trained, capsys):
-    run_id = paths.run_id_file(NAME).read_text().strip()
+    run_id = paths.run_id_file(NAME, SEED).read_text().strip()
     uri = f"runs:/{run_id}/model"
     good = files(trained, "good.jpg", "good2.png")
     assert main(["predict", "--model", uri, *good]) == 0
@@ -161,6 +161,39 @@ def test_mlflow_uri_predicts_as_pyfunc(trained, capsys):
     capsys.readouterr()  # the Keras pyfunc above printed its progress bar
     assert main(["predict", "--model", f"models:/{NAME}/1", *good]) == 0
     assert predicted_lines(capsys.readouterr().out) == by_name
+
+
+def test_a_model_name_means_the_default_seed_s_model(trained, capsys):
+    """Whatever other seeds trained, a name is the first seed's model file: the one registered."""
+    from pipeline.models import build_model
+
+    good = files(trained, "good.jpg", "good2.png")
+    config = load_config("params.yaml")
+    keras.utils.set_random_seed(1)
+    further = build_model(NAME, config.model(NAME))  # an untrained network: other answers
+    further.save(paths.model_file(NAME, 1))
+    params = trained / "params.yaml"
+    before = params.read_text()
+    try:
+        assert main(["predict", "--model", NAME, *good]) == 0
+        by_default = predicted_lines(capsys.readouterr().out)
+        set_params(params, seeds=[1, 42])  # seed 1 becomes the default
+        assert main(["predict", "--model", NAME, *good]) == 0
+        by_further = predicted_lines(capsys.readouterr().out)
+        set_params(params, seeds=[2, 42])  # a default seed not trained yet
+        assert main(["predict", "--model", NAME, *good]) == 1
+        _, err = capsys.readouterr()
+    finally:
+        params.write_text(before)
+        paths.model_file(NAME, 1).unlink()
+    probabilities = further.predict(decoded(good), verbose=0)
+    assert {name: cls for name, (cls, _) in by_further.items()} == \
+        {name: CIFAR_CLASSES[int(row.argmax())] for name, row in zip(("good.jpg", "good2.png"), probabilities)}
+    for name, row in zip(("good.jpg", "good2.png"), probabilities):
+        assert by_further[name][1] == pytest.approx(float(row.max()), abs=1e-4)
+    assert by_further != by_default
+    assert err.strip().splitlines() == [f"error: {paths.model_file(NAME, 2)}: not found; "
+                                        f"run `dvc repro train_cifar10@{NAME}-2` first"]
 
 
 @pytest.mark.parametrize("reference", ["no_such_model", "runs:/0123456789abcdef0123456789abcdef/model",

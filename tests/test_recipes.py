@@ -1,15 +1,18 @@
 """One recipe per task (recipes.<task>), written once, under each model's own train.<model> keys."""
+import json
+
 import pytest
 import yaml
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.registry import REGISTRY
+from pipeline.registry import REGISTRY, train_stage
 from tests.conftest import ROOT
 from tests.fixtures import dvc, scratch_dvc_project, set_params
 
 CIFAR10 = [name for name, spec in REGISTRY.items() if spec.task == "cifar10"]
 CATS_DOGS = [name for name, spec in REGISTRY.items() if spec.task == "cats_dogs"]
+SEEDS = load_config(ROOT / "params.yaml").seeds
 
 
 def test_the_shipped_recipe_is_written_once_and_every_cifar10_model_trains_with_it():
@@ -61,13 +64,13 @@ def test_a_bad_recipe_is_one_line_naming_the_key(project, override, message):
 
 @pytest.mark.slow
 def test_dvc_retrains_the_models_of_a_changed_recipe_and_no_other(tmp_path):
-    """The real dvc.yaml: after every train@ stage is recorded, a change to recipes.cifar10
-    makes exactly the CIFAR-10 trainings out of date."""
+    """The real dvc.yaml: after every training (each model under each seed) is recorded, a change
+    to recipes.cifar10 makes exactly the CIFAR-10 trainings out of date, under every seed."""
     scratch_dvc_project(tmp_path)
-    dvc(tmp_path, "commit", "-f", "-q", *(f"train@{name}" for name in REGISTRY))
-    assert "train@" not in dvc(tmp_path, "status", "train")
+    trainings = [train_stage(name, seed) for name in REGISTRY for seed in SEEDS]
+    dvc(tmp_path, "commit", "-f", "-q", *trainings)
+    assert json.loads(dvc(tmp_path, "status", "--json", *trainings)) == {}
 
     set_params(tmp_path / "params.yaml", **{"recipes.cifar10.learning_rate": 0.0007})
-    stale = {line.strip().rstrip(":") for line in dvc(tmp_path, "status", "train").splitlines()
-             if line.startswith("train@")}
-    assert stale == {f"train@{name}" for name in CIFAR10}
+    stale = set(json.loads(dvc(tmp_path, "status", "--json", *trainings)))
+    assert stale == {train_stage(name, seed) for name in CIFAR10 for seed in SEEDS}

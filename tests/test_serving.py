@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import mlflow
@@ -24,7 +25,7 @@ from pipeline.data import loaders
 from tests.conftest import ROOT, enter_project
 from tests.fixtures import jpeg_bytes, make_cats_dogs_split, set_params
 
-NAME = "cats_dogs_naive"
+NAME, SEED = "cats_dogs_naive", 42  # the default seed: its training registers the model
 CLASSES = ["cats", "dogs"]
 TINY_SPLIT = {"train": 4, "val": 2, "test": 3}
 # The network alone answers (the default recipe's mirror averaging is tested on its own, below).
@@ -40,10 +41,11 @@ def tiny_cats_dogs(root, **params):
 
 
 def train_and_evaluate(root):
+    """Train and evaluate under the default seed (the one that registers); its run's id."""
     config = load_config(root / "params.yaml")
-    train.run(config, NAME)
-    evaluate.run(config, NAME)
-    return paths.run_id_file(NAME).read_text().strip()
+    train.run(config, NAME, config.seed)
+    evaluate.run(config, NAME, config.seed)
+    return paths.run_id_file(NAME, config.seed).read_text().strip()
 
 
 def free_port() -> int:
@@ -74,7 +76,8 @@ def same_store():
 def champion_network():
     """The Keras network inside the champion, loaded on its own."""
     folder = mlflow.artifacts.download_artifacts(f"models:/{NAME}@{tracking.CHAMPION}")
-    return keras.saving.load_model(os.path.join(folder, "artifacts", os.path.basename(str(paths.model_file(NAME)))))
+    (network,) = Path(folder, "artifacts").glob("*.keras")  # the model file of the training that registered it
+    return keras.saving.load_model(network)
 
 
 def served_probabilities(prediction: dict) -> np.ndarray:
@@ -142,15 +145,17 @@ def stop(process: subprocess.Popen) -> None:
 
 def test_training_registers_a_version_and_evaluation_makes_it_champion(registered):
     client = mlflow.MlflowClient()
-    run_id = paths.run_id_file(NAME).read_text().strip()
+    run_id = paths.run_id_file(NAME, SEED).read_text().strip()
     version = client.get_model_version_by_alias(NAME, tracking.CHAMPION)
     assert str(version.version) == "1" and version.run_id == run_id
     assert version.tags["run_id"] == run_id
     assert version.tags["split_sha256"] == split_checksum("cats_dogs")
-    test_accuracy = json.loads(paths.eval_metrics(NAME).read_text())["test_accuracy"]
+    test_accuracy = json.loads(paths.eval_metrics(NAME, SEED).read_text())["test_accuracy"]
     assert float(version.tags["test_accuracy"]) == pytest.approx(test_accuracy, abs=1e-6)
 
     # The registered model is the photo classifier; the run keeps the Keras flavour beside it.
+    folder = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1")
+    assert [p.name for p in Path(folder, "artifacts").glob("*.keras")] == [f"{NAME}-42.keras"]
     info = mlflow.models.get_model_info(f"models:/{NAME}/1")
     assert "keras" not in info.flavors and info.signature.inputs.input_types() == [mlflow.types.DataType.binary]
     assert "keras" in mlflow.models.get_model_info(f"runs:/{run_id}/model").flavors
@@ -173,7 +178,7 @@ def test_training_registers_a_version_and_evaluation_makes_it_champion(registere
 SERVED_MODEL_IMPORTS = """
 import json, sys
 import tensorflow
-heavy = ("pipeline.train", "pipeline.evaluate", "pipeline.tune", "pipeline.visualize", "matplotlib")
+heavy = ("pipeline.train", "pipeline.evaluate", "pipeline.search", "pipeline.visualize", "matplotlib")
 before = {m for m in sys.modules if m.startswith(heavy)}
 import mlflow, pandas as pd
 model = mlflow.pyfunc.load_model(sys.argv[1])
@@ -200,8 +205,8 @@ def test_the_served_model_loads_neither_training_evaluation_nor_matplotlib(regis
 def test_the_alias_follows_the_better_validation_accuracy(registered):
     client = mlflow.MlflowClient()
     first = float(client.get_model_version(NAME, "1").tags["val_accuracy"])
-    # Another seed, another network: version 2, whose val accuracy decides where the alias goes.
-    set_params(registered / "params.yaml", seed=7)
+    # Another default seed, another network: version 2, whose val accuracy decides where the alias goes.
+    set_params(registered / "params.yaml", seeds=[7, SEED])
     second_run = train_and_evaluate(registered)
     versions = sorted(client.search_model_versions(f"name = '{NAME}'"), key=lambda v: int(v.version))
     assert [str(v.version) for v in versions] == ["1", "2"] and versions[1].run_id == second_run
@@ -297,7 +302,7 @@ def test_the_mirror_average_is_scored_predicted_and_served_alike(project):
     train_and_evaluate(project)
     config = load_config(project / "params.yaml")
     files = sorted((project / "data" / "split" / "cats_dogs" / "test").rglob("*.jpg"))
-    network = keras.saving.load_model(paths.model_file(NAME))
+    network = keras.saving.load_model(paths.model_file(NAME, SEED))
     images = np.stack([loaders.decode_bytes(tf.constant(path.read_bytes()), 48).numpy() for path in files])
     plain = network.predict(images, verbose=0)[:, 0]
     averaged = (plain + network.predict(images[:, :, ::-1], verbose=0)[:, 0]) / 2
@@ -313,5 +318,5 @@ def test_the_mirror_average_is_scored_predicted_and_served_alike(project):
     np.testing.assert_allclose([p["dogs"] for p in served["probabilities"]], averaged, atol=1e-5)
 
     labels = np.array([CLASSES.index(path.parent.name) for path in files])
-    scored = json.loads(paths.test_summary(NAME).read_text())["test_accuracy"]
+    scored = json.loads(paths.test_summary(NAME, SEED).read_text())["test_accuracy"]
     assert scored == pytest.approx(float(np.mean((averaged > 0.5) == labels)))

@@ -126,17 +126,21 @@ def test_jpeg_cut_inside_its_pixels_is_truncated_and_names_must_end_jpg():
     assert split.jpeg_problem("1.jpeg", data) == "not_named_jpg"
 
 
-def test_same_seed_same_split_other_seed_differs(project):
+def test_same_split_seed_same_split_other_split_seed_differs(project):
     config = pet_config(project, 30, **{"split.cats_dogs.per_class": 10})
     split.run(config, "cats_dogs")
     first, first_digest = split_files(config), read_metrics("cats_dogs")["sha256"]
     split.run(config, "cats_dogs")  # replaces the existing split
     assert split_files(config) == first
     assert read_metrics("cats_dogs")["sha256"] == first_digest
-    set_params(project / "params.yaml", seed=7)
+    set_params(project / "params.yaml", seeds=[7, 1])  # the trainings' seeds: not the split's
+    split.run(load_config(), "cats_dogs")
+    assert split_files(config) == first and read_metrics("cats_dogs")["sha256"] == first_digest
+    set_params(project / "params.yaml", **{"split.seed": 7})
     split.run(load_config(), "cats_dogs")
     assert split_files(config) != first
     assert read_metrics("cats_dogs")["sha256"] != first_digest
+    assert read_metrics("cats_dogs")["seed"] == 7
 
 
 def test_subset_profile_shrinks_both_tasks(project):

@@ -14,7 +14,7 @@ import pytest
 from pipeline import serving, tracking
 from tests.fixtures import jpeg_bytes
 from tests.test_serving import NAME, free_port, stop, tiny_cats_dogs, train_and_evaluate, wait_until_up
-from tests.test_tune_postgres import postgres  # noqa: F401  (the throwaway PostgreSQL server)
+from tests.test_search_postgres import postgres  # noqa: F401  (the throwaway PostgreSQL server)
 
 pytestmark = pytest.mark.slow  # a real tracking server on PostgreSQL
 
@@ -48,7 +48,7 @@ def test_training_and_evaluation_report_to_a_tracking_server(tracking_server, pr
 
     client = mlflow.MlflowClient(tracking_uri=url)
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.info.run_name == NAME
+    assert run.info.status == "FINISHED" and run.info.run_name == f"{NAME} seed 42"
     assert "test_accuracy" in run.data.metrics and "system/cpu_utilization_percentage" in run.data.metrics
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     contexts = {d.dataset.name: next(t.value for t in d.tags if t.key == "mlflow.data.context")
@@ -65,7 +65,7 @@ def test_training_and_evaluation_report_to_a_tracking_server(tracking_server, pr
     # The files went through the server into its artifact root, not into the project.
     assert not (project / "mlartifacts").exists() and not (project / "mlruns").exists()
     stored = {path.name for path in artifacts.rglob("*") if path.is_file()}
-    assert {f"{NAME}.keras", "MLmodel", f"{NAME}_curves.png"} <= stored
+    assert {f"{NAME}-42.keras", "MLmodel", f"{NAME}-42_curves.png"} <= stored
 
     # Another machine needs only the server's address to use the champion.
     photo = jpeg_bytes(seed=3)

@@ -1,4 +1,5 @@
-"""Training: outputs, MLflow record, determinism, resume after a kill, NaN guard, VGG16 feature caching."""
+"""Training: outputs per seed, MLflow record (the default seed registers), determinism, files left in
+step by a kill, resume after a kill, NaN guard, VGG16 feature caching."""
 import json
 import os
 import signal
@@ -12,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import paths, train
+from pipeline import evaluate, paths, tracking, train
+from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.data import loaders
 from pipeline.hardware import native_bfloat16
@@ -23,6 +25,7 @@ from tests.conftest import ROOT
 from tests.fixtures import make_cats_dogs_split, make_cifar10_split, make_vgg16_standin, set_params
 
 TINY_CIFAR = {"train": 6, "val": 2, "test": 2}
+NAME, SEED, OTHER_SEED = "cifar10_naive", 42, 1  # params.yaml's default seed, and a further one
 
 
 def tiny_cifar_project(project, epochs=2, **extra):
@@ -32,28 +35,41 @@ def tiny_cifar_project(project, epochs=2, **extra):
     return load_config(project / "params.yaml")
 
 
+def runs_named(name, seed):
+    return mlflow.search_runs(experiment_names=["cifar10"], filter_string=f"attributes.run_name = '{name} seed {seed}'")
+
+
 def test_training_writes_outputs_and_mlflow_run(project):
     config = tiny_cifar_project(project)
-    train.run(config, "cifar10_naive")
+    train.run(config, NAME, SEED)
 
-    history = pd.read_csv(paths.history_file("cifar10_naive"))
+    history = pd.read_csv(paths.history_file(NAME, SEED))
     assert list(history["epoch"]) == [1, 2]
-    metrics = json.loads(paths.train_summary("cifar10_naive").read_text())
-    assert metrics["epochs"] == 2 and 0 <= metrics["best"]["val_accuracy"] <= 1
-    assert paths.model_file("cifar10_naive").exists()
+    assert paths.history_file(NAME, SEED).name == "cifar10_naive-42.csv"
+    summary = json.loads(paths.train_summary(NAME, SEED).read_text())
+    assert summary["epochs"] == 2 and 0 <= summary["best"]["val_accuracy"] <= 1
+    saved = keras.saving.load_model(paths.model_file(NAME, SEED))
+    assert summary["seed"] == SEED and summary["parameters"] == saved.count_params()
 
-    run_id = paths.run_id_file("cifar10_naive").read_text().strip()
-    runs = mlflow.search_runs(experiment_names=["cifar10"], filter_string="attributes.run_name = 'cifar10_naive'")
-    assert list(runs["run_id"]) == [run_id]
+    # The summary names the run and the model file it was written with: the run id file agrees.
+    run_id = paths.run_id_file(NAME, SEED).read_text().strip()
+    assert summary["mlflow_run_id"] == run_id
+    assert summary["model_sha256"] == tracking.file_sha256(paths.model_file(NAME, SEED))
+    assert tracking.recorded_run_id(NAME, SEED) == run_id
+    assert list(runs_named(NAME, SEED)["run_id"]) == [run_id]
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["learning_rate"] == "0.001" and run.data.params["batch_size"] == "16"
-    assert run.data.tags["dvc_stage"] == "train@cifar10_naive" and run.data.tags["seed"] == "42"
+    assert run.data.params["seed"] == "42"
+    assert run.data.tags["dvc_stage"] == "train_cifar10@cifar10_naive-42" and run.data.tags["seed"] == "42"
     steps = mlflow.MlflowClient().get_metric_history(run_id, "val_accuracy")
     assert sorted(m.step for m in steps) == [1, 2]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "figures")}
-    assert "figures/cifar10_naive_curves.png" in artifacts
+    assert "figures/cifar10_naive-42_curves.png" in artifacts
 
+    # The default seed's training registers its photo classifier.
+    (version,) = mlflow.MlflowClient().search_model_versions(f"name = '{NAME}'")
+    assert (str(version.version), version.run_id) == ("1", run_id)
     model = mlflow.keras.load_model(f"runs:/{run_id}/model")
     images = np.random.default_rng(0).uniform(0, 255, size=(3, 32, 32, 3)).astype("float32")
     predictions = model.predict(images, verbose=0)
@@ -61,6 +77,37 @@ def test_training_writes_outputs_and_mlflow_run(project):
     np.testing.assert_allclose(predictions.sum(axis=1), 1, rtol=1e-5)
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     np.testing.assert_allclose(np.asarray(pyfunc.predict(images)), predictions, rtol=1e-5, atol=1e-6)
+
+
+def test_a_further_seed_writes_its_own_files_and_run_and_registers_no_version(project):
+    config = tiny_cifar_project(project, epochs=1)
+    train.run(config, NAME, OTHER_SEED)
+
+    assert [p.name for p in sorted(paths.MODELS_DIR.iterdir()) if not p.name.startswith(".")] == \
+        ["cifar10_naive-1.keras", "cifar10_naive-1.run_id"]  # nothing of the default seed's
+    summary = json.loads(paths.train_summary(NAME, OTHER_SEED).read_text())
+    assert summary["seed"] == OTHER_SEED and len(pd.read_csv(paths.history_file(NAME, OTHER_SEED))) == 1
+    run_id = tracking.recorded_run_id(NAME, OTHER_SEED)  # model, run id and summary agree
+    assert list(runs_named(NAME, OTHER_SEED)["run_id"]) == [run_id]
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert (run.data.params["seed"], run.data.tags["seed"]) == ("1", "1")
+    assert run.data.tags["dvc_stage"] == "train_cifar10@cifar10_naive-1"
+    # Its params, metrics and curves are logged like any training's...
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1]
+    assert "best_val_accuracy" in run.data.metrics
+    assert "figures/cifar10_naive-1_curves.png" in {a.path for a in client.list_artifacts(run_id, "figures")}
+    # ...but no model is logged nor registered: only the default seed's is served.
+    assert client.search_model_versions(f"name = '{NAME}'") == []
+    assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list") == []
+
+
+def test_a_seed_not_in_seeds_trains_nothing(project):
+    config = tiny_cifar_project(project)
+    with pytest.raises(ConfigError, match=r"^seed 7 is not in seeds \[42, 1, 2\]$"):
+        train.run(config, NAME, 7)
+    assert not paths.MODELS_DIR.exists() and mlflow.get_experiment_by_name("cifar10") is None
 
 
 @pytest.mark.parametrize("schedule, final_rate", [("constant", 0.001), ("cosine", 0.0)])
@@ -72,21 +119,23 @@ def test_learning_rate_schedule_runs_over_all_epochs(project, schedule, final_ra
     assert float(model.optimizer.learning_rate) == pytest.approx(final_rate, abs=1e-9)
 
 
-def test_same_params_give_the_same_numbers(project):
+def test_same_params_and_seed_give_the_same_numbers_another_seed_others(project):
     config = tiny_cifar_project(project)
     hp = train.hyperparameters(config, "cifar10_naive")
     first = train.fit_model(config, "cifar10_naive", hp, workdir=project / "a")[1]
     second = train.fit_model(config, "cifar10_naive", hp, workdir=project / "b")[1]
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+    other = train.fit_model(config.under_seed(OTHER_SEED), "cifar10_naive", hp, workdir=project / "c")[1]
+    assert not np.array_equal(other["loss"], first["loss"])
 
 
 @pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no bfloat16 kernels")
 def test_a_model_trained_in_bfloat16_is_saved_and_scored_in_float32(project):
     config = tiny_cifar_project(project, **{"train.cifar10_naive.precision": "bfloat16"})
-    train.run(config, "cifar10_naive")
-    summary = json.loads(paths.train_summary("cifar10_naive").read_text())
+    train.run(config, NAME, SEED)
+    summary = json.loads(paths.train_summary(NAME, SEED).read_text())
     assert summary["precision"] == "mixed_bfloat16"
-    saved = keras.saving.load_model(paths.model_file("cifar10_naive"))
+    saved = keras.saving.load_model(paths.model_file(NAME, SEED))
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
     images, labels = loaders.load_arrays(config, "cifar10", "val", 32)
     val_loss = saved.evaluate(images, loaders.encode_labels(labels, 10), verbose=0)[0]
@@ -106,9 +155,9 @@ def test_a_moving_average_of_the_weights_is_validated_and_kept(project):
     plain = train.fit_model(config, "cifar10_naive", train.hyperparameters(config, "cifar10_naive"),
                             workdir=project / "plain")[0]
     config = tiny_cifar_project(project, epochs=3, **alone, **{"train.cifar10_naive.ema_momentum": 0.6})
-    train.run(config, "cifar10_naive")
-    history = pd.read_csv(paths.history_file("cifar10_naive"))
-    saved = keras.saving.load_model(paths.model_file("cifar10_naive"))
+    train.run(config, NAME, SEED)
+    history = pd.read_csv(paths.history_file(NAME, SEED))
+    saved = keras.saving.load_model(paths.model_file(NAME, SEED))
     assert not np.allclose(saved.get_layer("conv1").kernel.numpy(), plain.get_layer("conv1").kernel.numpy())
     val = evaluate.val_metrics(config, "cifar10_naive", saved)
     assert history["val_loss"].iloc[-1] == pytest.approx(val["val_loss"], abs=1e-4)
@@ -124,14 +173,16 @@ def test_nan_loss_fails_the_run(project, monkeypatch):
 
     monkeypatch.setattr(train.loaders, "encode_labels", poisoned)
     with pytest.raises(PipelineError, match="loss became nan"):
-        train.run(config, "cifar10_naive")
-    run = mlflow.get_run(paths.run_id_file("cifar10_naive").read_text().strip())
-    assert run.info.status == "FAILED"
+        train.run(config, NAME, SEED)
+    (status,) = runs_named(NAME, SEED)["status"]
+    assert status == "FAILED"
+    # Its files are written when it ends, and it ended before: no model, no run id to reopen.
+    assert not paths.model_file(NAME, SEED).exists() and not paths.run_id_file(NAME, SEED).exists()
 
 
 def train_killed_after(name, log, epochs):
-    """`python -m pipeline train <name>`, killed once its CSV `log` holds `epochs` epochs: the
-    command, its environment and how many epochs the log holds at the kill."""
+    """`python -m pipeline train <name>` (the default seed), killed once its CSV `log` holds
+    `epochs` epochs: the command, its environment and how many epochs the log holds at the kill."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "pipeline", "train", name]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -143,18 +194,33 @@ def train_killed_after(name, log, epochs):
     return command, env, len(pd.read_csv(log))
 
 
+def backup_log(name, seed, phase="train"):
+    return train.BACKUP_ROOT.resolve() / paths.run_key(name, seed) / phase / "history.csv"
+
+
+def running_run_ids(experiment):
+    return list(mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'RUNNING'")["run_id"])
+
+
+def training_files(name, seed):
+    return {path: path.read_bytes() for path in (paths.model_file(name, seed), paths.history_file(name, seed),
+                                                 paths.train_summary(name, seed), paths.run_id_file(name, seed))}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("torn_backup", [None, "latest.weights.h5", "training_metadata.json"],
                          ids=["clean-kill", "torn-weights", "torn-epoch-counter"])
 def test_killed_training_resumes_from_its_last_epoch(project, torn_backup):
     tiny_cifar_project(project, epochs=40)
-    log = project / "models" / ".backup" / "cifar10_naive" / "train" / "history.csv"
-    command, env, done_before_kill = train_killed_after("cifar10_naive", log, 3)
+    log = backup_log(NAME, SEED)
+    command, env, done_before_kill = train_killed_after(NAME, log, 3)
     assert 3 <= done_before_kill < 40, "the kill should land part-way through training"
     if torn_backup:  # as if a state file had been cut short (a full disk, a kill while Keras wrote it)
         state = log.parent / "state" / torn_backup
         state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
-    run_id = paths.run_id_file("cifar10_naive").read_text().strip()
+    # The files are written when the training ends: the killed one left none, only its run.
+    assert not paths.model_file(NAME, SEED).exists() and not paths.run_id_file(NAME, SEED).exists()
+    (run_id,) = running_run_ids("cifar10")
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
@@ -162,10 +228,76 @@ def test_killed_training_resumes_from_its_last_epoch(project, torn_backup):
     # Keras logs "Epoch k/40" for each epoch it trains: the resumed process starts after the kill.
     trained_again = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
     assert len(trained_again) <= 40 - done_before_kill + (2 if torn_backup else 1)
-    history = pd.read_csv(paths.history_file("cifar10_naive"))
+    history = pd.read_csv(paths.history_file(NAME, SEED))
     assert list(history["epoch"]) == list(range(1, 41))
-    assert paths.run_id_file("cifar10_naive").read_text().strip() == run_id
+    assert tracking.recorded_run_id(NAME, SEED) == run_id  # model, summary and run id: the resumed run's
     assert mlflow.get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_killed_training_leaves_the_last_finished_one_s_files_which_evaluate_still_scores(project):
+    """The model, history, summary and run id are written when a training ends: one killed part-way
+    (kill -9) leaves the previous training's files as they were, in step with one another, and
+    evaluate scores that model into that model's own run."""
+    config = tiny_cifar_project(project, epochs=1)
+    train.run(config, NAME, SEED)
+    previous, before = paths.run_id_file(NAME, SEED).read_text().strip(), training_files(NAME, SEED)
+    set_params(project / "params.yaml", **{f"train.{NAME}.epochs": 40})
+    _, _, done_before_kill = train_killed_after(NAME, backup_log(NAME, SEED), 2)
+    assert 2 <= done_before_kill < 40, "the kill should land part-way through training"
+    (killed,) = running_run_ids("cifar10")
+    assert killed != previous
+
+    assert training_files(NAME, SEED) == before
+    assert tracking.recorded_run_id(NAME, SEED) == previous
+    evaluate.run(load_config(), NAME, SEED)
+    assert "test_accuracy" in mlflow.get_run(previous).data.metrics
+    assert "test_accuracy" not in mlflow.get_run(killed).data.metrics
+    (version,) = mlflow.MlflowClient().search_model_versions(f"name = '{NAME}'")
+    assert version.run_id == previous and "test_accuracy" in version.tags
+
+
+class Killed(BaseException):
+    """What a kill does between two writes: nothing after it runs (no `except Exception` sees it)."""
+
+
+@pytest.mark.parametrize("killed_before", ["history", "run_id"])
+def test_a_training_killed_between_its_files_makes_evaluate_refuse_in_one_line(project, monkeypatch, capsys,
+                                                                               killed_before):
+    """Killed after the new model was saved (before its history) or after its summary (before its
+    run id): the files on disk come from two trainings; evaluate says so and scores nothing. The
+    training run again (what the message says) puts them back in step."""
+    config = tiny_cifar_project(project, epochs=1)
+    train.run(config, NAME, SEED)
+    previous = paths.run_id_file(NAME, SEED).read_text().strip()
+    config = tiny_cifar_project(project, epochs=1, **{f"train.{NAME}.learning_rate": 0.01})  # another model
+    last_write = {"history": paths.history_file(NAME, SEED), "run_id": paths.run_id_file(NAME, SEED)}[killed_before]
+    real = train.write_text_atomically
+
+    def killed_at(path, text):
+        if path == last_write:
+            raise Killed
+        real(path, text)
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(train, "write_text_atomically", killed_at)
+        train.run(config, NAME, SEED)
+    assert paths.run_id_file(NAME, SEED).read_text().strip() == previous
+
+    capsys.readouterr()
+    assert main(["evaluate", NAME]) == 1
+    model, run_id = paths.model_file(NAME, SEED), paths.run_id_file(NAME, SEED)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {model} and {run_id} do not come from the same training (one was interrupted); "
+        f"run `dvc repro train_cifar10@{NAME}-{SEED}` again"]
+    assert not paths.eval_metrics(NAME, SEED).exists()
+    assert "metrics.test_accuracy" not in mlflow.search_runs(experiment_names=["cifar10"]).columns  # in no run
+
+    train.run(config, NAME, SEED)  # resumes the interrupted run, and writes its files whole
+    resumed = tracking.recorded_run_id(NAME, SEED)
+    assert resumed != previous
+    assert main(["evaluate", NAME]) == 0
+    assert "test_accuracy" in mlflow.get_run(resumed).data.metrics
 
 
 @pytest.fixture
@@ -330,18 +462,21 @@ def test_cached_features_give_the_whole_models_outputs(tiny_vgg_project):
 
 
 def test_resume_needs_the_same_params_and_split(project):
-    name, params = "cifar10_naive", {"learning_rate": 0.001}
+    """A killed training's backup is kept per model and seed (its run key), and resumed only with
+    the same params on the same split."""
+    key, params = paths.run_key(NAME, SEED), {"learning_rate": 0.001}
     split_metrics = paths.split_summary("cifar10")
     split_metrics.parent.mkdir(parents=True)
     split_metrics.write_text(json.dumps({"sha256": "a" * 64}))
-    train.remember_run(name, "cifar10", "run-1", params)
-    assert train.resumable_run_id(name, "cifar10", params) == "run-1"
-    assert train.resumable_run_id(name, "cifar10", {"learning_rate": 0.01}) is None  # other params: not resumed
-    assert not (train.BACKUP_ROOT / name).exists()  # and the backup is dropped
-    train.remember_run(name, "cifar10", "run-2", params)
+    train.remember_run(key, "cifar10", "run-1", params)
+    assert train.resumable_run_id(paths.run_key(NAME, OTHER_SEED), "cifar10", params) is None  # another seed's
+    assert train.resumable_run_id(key, "cifar10", params) == "run-1"
+    assert train.resumable_run_id(key, "cifar10", {"learning_rate": 0.01}) is None  # other params: not resumed
+    assert not (train.BACKUP_ROOT / key).exists()  # and the backup is dropped
+    train.remember_run(key, "cifar10", "run-2", params)
     split_metrics.write_text(json.dumps({"sha256": "b" * 64}))  # the split changed since
-    assert train.resumable_run_id(name, "cifar10", params) is None
-    assert not (train.BACKUP_ROOT / name).exists()
+    assert train.resumable_run_id(key, "cifar10", params) is None
+    assert not (train.BACKUP_ROOT / key).exists()
 
 
 @pytest.mark.slow
@@ -349,7 +484,7 @@ def test_killed_vgg16_fine_tuning_resumes_in_its_second_phase(tiny_vgg_project):
     name = "cats_dogs_vgg16_finetune"
     set_params(tiny_vgg_project / "params.yaml", **{f"train.{name}.image_size": 32, f"train.{name}.epochs": 3,
                                                     f"train.{name}.fine_tune.epochs": 40})
-    backup = tiny_vgg_project / "models" / ".backup" / name
+    backup = backup_log(name, SEED).parent.parent
     command, env, done_before_kill = train_killed_after(name, backup / "fine_tune" / "history.csv", 3)
     assert 3 <= done_before_kill < 40, "the kill should land part-way through fine-tuning"
     assert (backup / "head" / "finished.weights.h5").exists()
@@ -360,25 +495,24 @@ def test_killed_vgg16_fine_tuning_resumes_in_its_second_phase(tiny_vgg_project):
     epochs_trained = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
     assert not [line for line in epochs_trained if line.endswith("/3")]  # no head epoch trained again
     assert 1 <= len(epochs_trained) <= 40 - done_before_kill + 1  # fine-tuning went on from the kill
-    history = pd.read_csv(paths.history_file(name))
+    history = pd.read_csv(paths.history_file(name, SEED))
     assert list(history["phase"]) == ["head"] * 3 + ["fine_tune"] * 40
     assert list(history["epoch"]) == list(range(1, 44))
 
 
 def test_training_removes_what_a_killed_run_left_beside_its_outputs(project):
     config = tiny_cifar_project(project, epochs=1)
-    name = "cifar10_naive"
-    stale = [paths.model_file(name).with_name(f".partial-99999.{name}.keras"),
-             paths.history_file(name).with_name(f".partial-99999.{name}.csv"),
-             paths.train_summary(name).with_name(f".partial-99999.{name}.json")]
+    outputs = [paths.model_file(NAME, SEED), paths.history_file(NAME, SEED), paths.train_summary(NAME, SEED),
+               paths.run_id_file(NAME, SEED)]
+    stale = [path.with_name(f".partial-99999.{path.name}") for path in outputs]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half-written")
-    train.run(config, name)
+    train.run(config, NAME, SEED)
     assert not [path for path in stale if path.exists()]
-    assert [p.name for p in paths.model_file(name).parent.iterdir() if p.name.startswith(".partial")] == []
-    assert len(pd.read_csv(paths.history_file(name))) == 1
-    assert json.loads(paths.train_summary(name).read_text())["epochs"] == 1
+    assert [p.name for p in paths.MODELS_DIR.iterdir() if p.name.startswith(".partial")] == []
+    assert len(pd.read_csv(paths.history_file(NAME, SEED))) == 1
+    assert json.loads(paths.train_summary(NAME, SEED).read_text())["epochs"] == 1
 
 
 def test_fine_tune_on_a_model_without_a_pretrained_base_names_the_key(project):

@@ -192,40 +192,57 @@ def test_compare_models_takes_frames_and_dicts(tmp_path):
 
 # the stage
 
+NAME, SEED, OTHER_SEED = "cifar10_naive", 42, 1  # params.yaml's default seed, and a further one
+
 
 def test_stage_without_a_trained_model_says_what_to_run(project):
     from pipeline.visualize import run
 
-    with pytest.raises(PipelineError, match=r"dvc repro train@cifar10_naive"):
-        run(load_config(), "cifar10_naive")
+    with pytest.raises(PipelineError, match=r"not found; run `dvc repro train_cifar10@cifar10_naive-42` first"):
+        run(load_config(), NAME)
 
 
-def test_stage_writes_the_figures_and_logs_them_to_the_training_run(project):
+def trained_stand_in(config, seed: int) -> str:
+    """An untrained cifar10_naive recorded as a training under `seed` records it (train's own
+    writer: model, history, summary and run id, in step); its MLflow run's id."""
+    from pipeline import train
     from pipeline.models import build_model
-    from pipeline.visualize import run
+    from pipeline.registry import train_stage
 
+    keras.utils.set_random_seed(seed)
+    model = build_model(NAME, config.model(NAME))
+    history = pd.read_csv(history_csv(f"history-{seed}.csv", with_phase=False))
+    with tracking.training_run(NAME, "cifar10", train_stage(NAME, seed), {"seed": str(seed)}) as training:
+        train.write_outputs(NAME, seed, model, history, {"epochs": 4}, training.info.run_id)
+    return training.info.run_id
+
+
+def tiny_visualize_project(project):
     set_params(project / "params.yaml", **{"visualize.activation_layers": 2, "visualize.filters_per_layer": 2,
                                            "visualize.ascent_steps": 2, "visualize.gradcam_images_per_class": 1,
-                                           "visualize.filter_layers": {"cifar10_naive": ["conv1", "conv4"]}})
+                                           "visualize.filter_layers": {NAME: ["conv1", "conv4"]}})
     config = load_config()
     split = paths.split_dir(config, "cifar10")
     split.mkdir(parents=True)
     np.savez(split / "test.npz", images=images(20).astype("uint8"), labels=np.repeat(np.arange(10), 2))
     (split / "classes.json").write_text(json.dumps(CIFAR_CLASSES))
-    model = build_model("cifar10_naive", config.model("cifar10_naive"))
-    paths.model_file("cifar10_naive").parent.mkdir(parents=True)
-    model.save(paths.model_file("cifar10_naive"))
-    paths.history_file("cifar10_naive").parent.mkdir(parents=True)
-    history_csv(paths.history_file("cifar10_naive"), with_phase=False)
-    with tracking.training_run("cifar10_naive", "cifar10", {}) as training:
-        pass
-    stale = paths.figures_dir("cifar10_naive") / "stale.png"
+    paths.history_file(NAME, SEED).parent.mkdir(parents=True)
+    return config
+
+
+def test_stage_writes_the_default_seed_s_figures_and_logs_them_to_its_training_run(project):
+    from pipeline.visualize import run
+
+    config = tiny_visualize_project(project)
+    default_run, further_run = (trained_stand_in(config, seed) for seed in (SEED, OTHER_SEED))
+    stale = paths.figures_dir(NAME) / "stale.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
 
-    run(config, "cifar10_naive")
+    run(config, NAME)
 
-    figures = paths.figures_dir("cifar10_naive")
+    figures = paths.figures_dir(NAME)
+    assert figures.as_posix() == "reports/figures/cifar10_naive"  # one set per model: the default seed's
     expected = {"curves.png", "gradcam.png", "activations_00_input.png", "activations_01_conv1.png",
                 "activations_02_pool1.png", "filters_conv1.png", "filters_conv4.png", "filters.json"}
     assert {path.name for path in figures.iterdir()} == expected
@@ -235,5 +252,26 @@ def test_stage_writes_the_figures_and_logs_them_to_the_training_run(project):
     assert not list(figures.parent.glob(".cifar10_naive*"))  # no scratch folder left behind
     import mlflow
 
-    logged = {info.path for info in mlflow.MlflowClient().list_artifacts(training.info.run_id, "figures")}
+    client = mlflow.MlflowClient()
+    logged = {info.path for info in client.list_artifacts(default_run, "figures")}
     assert "figures/gradcam.png" in logged and "figures/filters_conv4.png" in logged
+    assert client.get_run(default_run).data.tags["dvc_stage.visualize"] == f"visualize@{NAME}"
+    assert client.list_artifacts(further_run, "figures") == []  # the further seed's run: nothing
+
+
+def test_stage_refuses_a_model_its_run_does_not_match_before_drawing(project):
+    """A model file that is not the recorded training's (a training killed before its run id was
+    written): one error, and the figures already there are left as they were."""
+    from pipeline.models import build_model
+    from pipeline.visualize import run
+
+    config = tiny_visualize_project(project)
+    trained_stand_in(config, SEED)
+    build_model(NAME, config.model(NAME)).save(paths.model_file(NAME, SEED))  # another model
+    old = paths.figures_dir(NAME) / "curves.png"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"old")
+    with pytest.raises(PipelineError, match=r"do not come from the same training .*train_cifar10@cifar10_naive-42"):
+        run(config, NAME)
+    assert [path.name for path in paths.figures_dir(NAME).iterdir()] == ["curves.png"]
+    assert old.read_bytes() == b"old"

@@ -101,7 +101,7 @@ def split_checksum(task: str) -> str:
 def split_summary(config: Config, task: str, counts: dict, left_out: dict[str, str], digest: str) -> dict:
     return {
         "task": task,
-        "seed": config.seed,
+        "seed": config.split.seed,
         "per_class": config.per_class(task),
         "counts": counts,
         "totals": {split: sum(counts[split].values()) for split in SPLITS},
@@ -144,7 +144,7 @@ def split_cats_dogs(config: Config) -> dict:
     with replacing_folder(paths.split_dir(config, task)) as staging:
         for index, (folder, name) in enumerate(PET_CLASSES.items()):
             # One generator per class: the cats drawn do not depend on how many dogs there are.
-            rng = np.random.default_rng([config.seed, index])
+            rng = np.random.default_rng([config.split.seed, index])
             candidates = shuffled(sorted(p for p in (pet / folder).iterdir() if p.is_file()), rng)
             copied = copy_sample(candidates, split_labels(sizes), staging, name, left_out, drawn)
             if copied < config.per_class(task):
@@ -239,7 +239,7 @@ def split_cifar10(config: Config) -> dict:
     images, labels = cifar_pickles.read_batches(folder, len(classes))
     unique, left_out = first_copies(images)
     sizes = split_sizes(config, task)
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.split.seed)
     chosen = {split: [] for split in SPLITS}
     for label, name in enumerate(classes):
         members = np.flatnonzero((labels == label) & unique)

@@ -1,6 +1,6 @@
-"""Stage visualize@<model>: the figures of one trained model, logged into its MLflow run.
+"""Stage visualize@<model>: the figures of the default seed's model, logged into its training run.
 
-reports/figures/<model>/ receives: the learning curves, the activations of the first
+reports/figures/<model>/ (DVC's cache) receives: the learning curves, the activations of the first
 layers for one test image, filter patterns by gradient ascent, and Grad-CAM heat maps.
 """
 from __future__ import annotations
@@ -17,18 +17,18 @@ from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
 from pipeline.atomic import replacing_folder
-from pipeline.registry import REGISTRY
+from pipeline.registry import REGISTRY, train_stage
 from pipeline.visualize.activations import save_activations
 from pipeline.visualize.curves import plot_history
 from pipeline.visualize.filters import default_filter_layers, save_filter_patterns
 from pipeline.visualize.gradcam import save_gradcam
 
 
-def require_training(name: str) -> None:
-    """The model file and its history come from train@<name>; say so if either is missing."""
-    for path in (paths.model_file(name), paths.history_file(name)):
+def require_training(name: str, seed: int) -> None:
+    """The model file and its history come from its training; say so if either is missing."""
+    for path in (paths.model_file(name, seed), paths.history_file(name, seed)):
         if not path.exists():
-            raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
+            raise PipelineError(f"{path}: not found; run `dvc repro {train_stage(name, seed)}` first")
 
 
 def draw_filters(config: Config, name: str, model: keras.Model, out_dir: Path) -> dict:
@@ -49,7 +49,8 @@ def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -
     task = REGISTRY[name].task
     images, labels = loaders.load_arrays(config, task, "test", config.model(name).image_size)
     classes = loaders.class_names(config, task)
-    plot_history(paths.history_file(name), out_dir / "curves.png", title=f"{name}: learning curves")
+    plot_history(paths.history_file(name, config.seed), out_dir / "curves.png",
+                 title=f"{name} (seed {config.seed}): learning curves")
     save_activations(model, images[0], config.visualize.activation_layers, out_dir,
                      label=f"(test image 0, {classes[labels[0]]})")
     save_gradcam(model, images, labels, classes, config.visualize.gradcam_images_per_class, out_dir)
@@ -58,13 +59,14 @@ def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -
 
 
 def run(config: Config, name: str) -> None:
-    require_training(name)
-    model = keras.saving.load_model(paths.model_file(name), compile=False)
+    seed = config.seed
+    require_training(name, seed)
+    model = keras.saving.load_model(paths.model_file(name, seed), compile=False)
     target = paths.figures_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with replacing_folder(target) as built:  # a failed run leaves the old set, never half of one
         draw_figures(config, name, model, built)
-    with tracking.model_run(name, REGISTRY[name].task, "visualize"):
+    with tracking.model_run(name, seed, REGISTRY[name].task, f"visualize@{name}"):
         mlflow.log_artifacts(str(target), "figures")
     print(f"{name}: {len(list(target.glob('*.png')))} figures in {target}")
 
