@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import PARAMS_FILE, load_config
-from pipeline.errors import PipelineError
+from pipeline.errors import DISK_ERRORS, PipelineError, cannot_write
 from pipeline.registry import REGISTRY, SOURCES, TASKS
 
 MODELS = tuple(REGISTRY)
@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a full or read-only disk under a write that is not atomic (a log)
+        if error.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {cannot_write(error.filename or 'output', error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
