@@ -116,6 +116,8 @@ def summary(results: pd.DataFrame, classes: list[str]) -> str:
 
 
 def run(config: Config, reference: str, arguments: list[Path], output: Path | None = None) -> int:
+    if output is not None:  # before the model loads and the images are read, not after
+        atomic.check_writable(output)
     network, classes, mirror_average = load_model(config, reference)
     files = image_paths(arguments)
     if not files:

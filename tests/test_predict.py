@@ -1,6 +1,10 @@
 """`python -m pipeline predict`: a line per image, an error line per unreadable file, folders,
 batches, a CSV and a summary line; model names and MLflow URIs."""
 
+import errno
+import os
+import subprocess
+
 import keras
 import mlflow
 import numpy as np
@@ -189,3 +193,47 @@ def test_predict_and_the_served_model_never_call_model_predict(trained, capsys, 
     served = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
     answer = served.predict(pd.DataFrame({"image": [open(path, "rb").read() for path in good]}))
     assert list(answer["label"]) == [label for label, _ in expected.values()]
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A folder that even root cannot write into (`chattr +i`), where the file system allows it."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file", "read-only folder"])
+def test_an_unwritable_output_is_one_line_before_any_work(trained, capsys, tmp_path, request, where):
+    if where == "a folder":
+        output = tmp_path
+        expected = f"error: {output}: is a folder"
+    elif where == "under a file":
+        output = trained / "images" / "good.jpg" / "predictions.csv"
+        expected = f"error: {output.parent}: is a file, where a folder should be"
+    else:
+        output = request.getfixturevalue("immutable") / "predictions.csv"
+        expected = f"error: {output}: cannot write (operation not permitted)"
+    watched = output if output.is_dir() else output.parent
+    before = sorted(watched.rglob("*"))
+    code = main(["predict", "--model", NAME, "--output", str(output), *files(trained, "good.jpg")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""  # nothing classified: the output was checked first
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected)
+    assert sorted(watched.rglob("*")) == before
+
+
+def test_an_output_refused_at_the_end_is_one_line_and_leaves_nothing(trained, capsys, tmp_path, monkeypatch):
+    def read_only(source, target):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    output = tmp_path / "predictions.csv"
+    assert main(["predict", "--model", NAME, "--output", str(output), *files(trained, "good.jpg")]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"error: {output}: cannot write (read-only file system)"]
+    assert list(tmp_path.iterdir()) == []
