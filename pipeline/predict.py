@@ -23,6 +23,7 @@ from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
 from pipeline.inference import class_probabilities
+from pipeline.models import load_saved
 from pipeline.registry import REGISTRY
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
@@ -34,10 +35,7 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], 
     name (its trained .keras file and params.yaml) or an MLflow model URI: a Keras model
     (runs:/<id>/model, with its run's params) or a registered photo classifier (models:/name@champion)."""
     if reference in REGISTRY:
-        path = paths.model_file(reference)
-        if not path.exists():
-            raise PipelineError(f"{path}: not found; run `dvc repro train@{reference}` first")
-        network = keras.saving.load_model(path)
+        network = load_saved(paths.model_file(reference), reference)
         return network, classes_of(config, network), config.model(reference).mirror_average
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
