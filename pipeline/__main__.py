@@ -25,6 +25,11 @@ STAGES = {
 }
 
 
+# Stages that talk to MLflow whatever they do: a tracking server that is down fails them before
+# their work, not after it. (tune and predict connect when they need it: not every use does.)
+TRACKED = {"train", "evaluate", "visualize", "replicate"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=PARAMS_FILE, help="params file (default: %(default)s)")
@@ -58,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     config = load_config(args.params)
     import_tensorflow_quietly()
+    if args.stage in TRACKED:
+        from pipeline.tracking import connect
+
+        connect()
     if args.stage == "predict":
         from pipeline.predict import run as predict
 

@@ -37,7 +37,7 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], 
     if reference in REGISTRY:
         network = load_saved(paths.model_file(reference), reference)
         return network, classes_of(config, network), config.model(reference).mirror_average
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.connect()
     try:
         info = mlflow.models.get_model_info(reference)
         if "keras" in info.flavors:
