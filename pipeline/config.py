@@ -69,6 +69,7 @@ class Sources(Section):
 class Data(Section):
     root: Path = Path("data")
     mirror: Path | None = None
+    mirror_fallback: bool = False  # a file the mirror lacks is fetched from sources.<name>.url (else an error)
     subset_per_class: int | None = Field(default=None, gt=0)
 
 
@@ -254,6 +255,10 @@ class Config(Section):
         """The mirror folder: the environment variable wins over params, so CI needs no edit."""
         value = os.environ.get(MIRROR_ENV)
         return Path(value) if value else self.data.mirror
+
+    def mirror_setting(self) -> str:
+        """Which setting names the mirror, for messages."""
+        return MIRROR_ENV if os.environ.get(MIRROR_ENV) else "data.mirror"
 
     def per_class(self, task: str) -> int:
         """Images per class that the split of `task` keeps, after the subset profile."""

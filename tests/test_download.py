@@ -178,15 +178,60 @@ def test_folder_url(project, inputs, point_at):
     assert source_record("cats_dogs")["verified"] is True
 
 
-def test_empty_mirror_falls_through_to_url_with_a_log_line(project, inputs, monkeypatch, capsys):
+@pytest.mark.parametrize("set_by", ["PIPELINE_DATA_MIRROR", "data.mirror"])
+@pytest.mark.parametrize("problem", ["no such folder", "not a folder"])
+def test_a_mirror_that_does_not_exist_is_an_error_naming_its_setting(project, inputs, serve, monkeypatch, set_by,
+                                                                     problem):
+    url, ranges = serve(b"the upstream file")
+    point_source(project, "cats_dogs", url)
+    mirror = inputs / "no_such_dir"
+    if problem == "not a folder":
+        mirror.write_text("a file")
+    if set_by == "PIPELINE_DATA_MIRROR":
+        monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(mirror))
+    else:
+        set_params(project / "params.yaml", **{"data.mirror": str(mirror)})
+    with pytest.raises(PipelineError) as error:
+        download.run(load_config(), "cats_dogs")
+    assert str(error.value) == f"{mirror}: {problem} (the mirror, set by {set_by})"
+    assert ranges == [] and raw_entries() == []  # the upstream URL was not asked
+
+
+def test_a_mirror_without_the_file_is_an_error_naming_it_and_the_fallback(project, inputs, serve, monkeypatch):
+    url, ranges = serve(b"the upstream file")
+    point_source(project, "cats_dogs", url)
+    empty = inputs / "empty_mirror"
+    empty.mkdir()
+    monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(empty))
+    with pytest.raises(PipelineError) as error:
+        download.run(load_config(), "cats_dogs")
+    assert str(error.value) == (f"mirror {empty} holds no kagglecatsanddogs_5340.zip or PetImages; put it there, "
+                                f"or set data.mirror_fallback: true in params.yaml to fetch sources.cats_dogs.url instead")
+    assert ranges == [] and raw_entries() == []
+
+
+def test_mirror_fallback_fetches_what_the_mirror_lacks_with_a_log_line(project, inputs, monkeypatch, capsys):
     archive = make_pet_zip(inputs / "kagglecatsanddogs_5340.zip", PER_CLASS)
     point_source(project, "cats_dogs", str(archive), archive)
+    set_params(project / "params.yaml", **{"data.mirror_fallback": True})
     empty = inputs / "empty_mirror"
     empty.mkdir()
     monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(empty))
     download.run(load_config(), "cats_dogs")
-    assert f"mirror {empty} holds no" in capsys.readouterr().err
+    assert f"mirror {empty} holds no kagglecatsanddogs_5340.zip or PetImages; fetching sources.cats_dogs.url" in (
+        capsys.readouterr().err)
     assert source_record("cats_dogs")["origin"] == str(archive)
+
+
+def test_offline_with_a_mirror_says_to_put_the_file_there(project, inputs, monkeypatch):
+    """Not "set PIPELINE_DATA_MIRROR", which is set."""
+    url = closed_port_url()
+    point_source(project, "cats_dogs", url)
+    set_params(project / "params.yaml", **{"data.mirror_fallback": True})
+    monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(inputs))
+    with pytest.raises(PipelineError) as error:
+        download.run(load_config(), "cats_dogs")
+    assert str(error.value).endswith(f"to use a local copy, put kagglecatsanddogs_5340.zip in the mirror {inputs}")
 
 
 def test_a_second_run_replaces_the_output(project, inputs):
