@@ -255,16 +255,19 @@ def test_checksum_mismatch_of_a_local_file_fails_and_writes_nothing(project, inp
         download.run(load_config(), "cats_dogs")
     message = str(error.value)
     assert "\n" not in message
-    assert "0" * 64 in message and hashlib.sha256(archive.read_bytes()).hexdigest() in message
-    assert "sources.cats_dogs.checksum" in message
+    got = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert "0" * 64 in message and got in message
+    # The fix that docs/offline-mirror.md gives: a named entry beside the upstream checksum.
+    assert message.endswith("If this copy is trusted, name it under sources.cats_dogs.also_accepted in params.yaml, "
+                            f'e.g. local_copy: {{checksum: "sha256:{got}", size: {archive.stat().st_size}}}')
     assert raw_entries() == []
     assert archive.exists()  # not ours to delete
 
 
-def test_size_mismatch_names_the_size_key(project, inputs):
+def test_size_mismatch_suggests_an_entry_with_the_size(project, inputs):
     archive = make_cifar_tar(inputs / "cifar-10-python.tar.gz")
     point_source(project, "cifar10", str(archive), archive, size=archive.stat().st_size + 1)
-    with pytest.raises(PipelineError, match=r"sources\.cifar10\.size: \d+"):
+    with pytest.raises(PipelineError, match=rf"sources\.cifar10\.also_accepted .*size: {archive.stat().st_size}}}$"):
         download.run(load_config(), "cifar10")
     assert raw_entries() == []
 
@@ -273,7 +276,7 @@ def test_checksum_mismatch_of_a_download_deletes_it(project, inputs, serve):
     archive = make_pet_zip(inputs / "kagglecatsanddogs_5340.zip", PER_CLASS)
     url, _ = serve(archive.read_bytes())
     point_source(project, "cats_dogs", url, archive, checksum="md5:" + "0" * 32)
-    with pytest.raises(PipelineError, match=r"sources\.cats_dogs\.checksum.*deleted"):
+    with pytest.raises(PipelineError, match=r"sources\.cats_dogs\.also_accepted .*deleted\)$"):
         download.run(load_config(), "cats_dogs")
     assert list(paths.downloads_dir(load_config()).iterdir()) == []
     assert raw_entries() == []
@@ -347,7 +350,7 @@ def test_a_file_matching_no_accepted_copy_names_them_reading_it_once_per_algorit
         download.run(load_config(), "cifar10")
     message = str(error.value)
     assert "\n" not in message
-    assert "sources.cifar10.checksum" in message  # the key to set, as for any mismatch
+    assert "name it under sources.cifar10.also_accepted" in message  # the fix, as for any mismatch
     assert "sources.cifar10.also_accepted: rebuilt (sha256:" in message and "old_md5 (md5:" in message
     assert sorted(reads) == ["md5", "sha256"]
     assert raw_entries() == []
@@ -526,4 +529,4 @@ def test_cli_prints_one_error_line_and_exits_1(project, inputs, capsys):
     assert main(["download", "cats_dogs"]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert "sources.cats_dogs.checksum" in errors[0]
+    assert "sources.cats_dogs.also_accepted" in errors[0]

@@ -206,21 +206,19 @@ def accepted_checksum(path: Path, spec: Source, source: str, digests: Callable[[
 
 
 def checksum_problem(path: Path, spec: Source, source: str, digests: Callable[[str], str]) -> str:
-    """One line: expected (the upstream file, then the named copies) vs got, and the keys to set if trusted."""
+    """One line: expected (the upstream file, then the named copies) vs got, and the entry that
+    would accept this copy (docs/offline-mirror.md: the upstream checksum stays beside it)."""
     algorithm, expected = spec.checksum.split(":")
     got = digests(algorithm)
     size = path.stat().st_size
-    fixes = []
-    if got != expected:
-        fixes.append(f"sources.{source}.checksum: {algorithm}:{got}")
-    if spec.size is not None and size != spec.size:
-        fixes.append(f"sources.{source}.size: {size}")
     found = f"{algorithm} {got}, {size} bytes"
     wanted = f"{algorithm} {expected}" + (f", {spec.size} bytes" if spec.size is not None else "")
     if spec.also_accepted:  # named briefly: params.yaml holds their checksums in full
         others = ", ".join(f"{name} ({copy.checksum[:15]}…)" for name, copy in spec.also_accepted.items())
         wanted += f", or sources.{source}.also_accepted: {others}"
-    return f"{path}: got {found}; expected {wanted}. If this copy is trusted, set {' and '.join(fixes)}"
+    entry = f'local_copy: {{checksum: "{algorithm}:{got}", size: {size}}}'
+    return (f"{path}: got {found}; expected {wanted}. If this copy is trusted, name it under "
+            f"sources.{source}.also_accepted in params.yaml, e.g. {entry}")
 
 
 def copy_pet_images(folder: Path, staging: Path) -> str | None:
