@@ -30,7 +30,7 @@ def test_shipped_params_are_valid():
          "sources.cifar10.also_accepted.rebuilt_from_jpegs.checksum"),
         ({"sources.cifar10.also_accepted.rebuilt_from_jpegs.size": 0},
          "sources.cifar10.also_accepted.rebuilt_from_jpegs.size"),
-        ({"sources.cifar10.also_accepted.mine": {"md5": "0" * 32}}, "sources.cifar10.also_accepted.mine.checksum"),
+        ({"sources.cifar10.also_accepted.mine": {"md5": "0" * 32}}, "sources.cifar10.also_accepted.mine.md5: unknown"),
         ({"sources.cifar10.also_accepted": ["md5:" + "0" * 32]}, "sources.cifar10.also_accepted"),
         ({"tune.learning_rate": {"low": 0.1, "high": 0.01}}, "tune.learning_rate"),
         ({"tune.learning_rate": {"low": 0.0, "high": 0.01}}, "tune.learning_rate"),
@@ -40,6 +40,11 @@ def test_shipped_params_are_valid():
         ({"replicate.seeds": [1, 1]}, "replicate.seeds"),
         ({"replicate.seeds": [1, 42]}, "replicate.seeds"),  # 42 is the default seed
         ({"recipes.cifar10.augment.cutout": 1.5}, "recipes.cifar10.augment.cutout"),
+        # YAML reads yes as true: not a number of epochs, nor a learning rate (lax, they were 1 and 1.0)
+        ({"train.cifar10_naive.epochs": True}, "train.cifar10_naive.epochs"),
+        ({"train.cifar10_naive.learning_rate": True}, "train.cifar10_naive.learning_rate"),
+        ({"recipes.cats_dogs.batch_size": True}, "recipes.cats_dogs.batch_size"),
+        ({"visualize.filter_layers": {"cifar10_naiv": ["conv2d"]}}, "visualize.filter_layers: cifar10_naiv: no such"),
     ],
 )
 def test_bad_value_exits_2_naming_the_key(project, capsys, override, key):
@@ -69,3 +74,24 @@ def test_cli_offers_every_stage():
     stages = build_parser()._subparsers._group_actions[0].choices
     assert list(stages) == ["download", "split", "train", "evaluate", "visualize", "tune", "report", "replicate", "readme",
                             "predict"]
+
+
+def test_a_misspelt_section_is_reported_before_what_it_leaves_missing(project, capsys):
+    """`recipe:` for `recipes:` leaves 37 keys missing; the unknown key is the cause, so it comes first."""
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("\nrecipes:\n", "\nrecipe:\n"))
+    assert main(["split", "cats_dogs"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: params.yaml: recipe: unknown key"]
+
+
+@pytest.mark.parametrize("duplicate, after", [("seed: 7", "seed: 42"), ("  use_tuned: true", "  use_tuned: false")])
+def test_a_key_written_twice_is_one_line_naming_it(project, capsys, duplicate, after):
+    params = project / "params.yaml"
+    lines = params.read_text().splitlines()
+    index = next(number for number, text in enumerate(lines) if text.startswith(after))
+    lines.insert(index + 1, duplicate)
+    params.write_text("\n".join(lines) + "\n")
+    assert main(["split", "cats_dogs"]) == 2
+    key = duplicate.split(":")[0].strip()
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: params.yaml line {index + 2}: key '{key}' written twice"]
