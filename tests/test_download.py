@@ -205,8 +205,8 @@ def test_a_mirror_without_the_file_is_an_error_naming_it_and_the_fallback(projec
     monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(empty))
     with pytest.raises(PipelineError) as error:
         download.run(load_config(), "cats_dogs")
-    assert str(error.value) == (f"mirror {empty} holds no kagglecatsanddogs_5340.zip or PetImages; put it there, "
-                                f"or set data.mirror_fallback: true in params.yaml to fetch sources.cats_dogs.url instead")
+    assert str(error.value) == (f"mirror {empty} holds no kagglecatsanddogs_5340.zip or PetImages; put it there, or "
+                                f"set data.mirror_fallback: true in params.yaml to fetch sources.cats_dogs.url instead")
     assert ranges == [] and raw_entries() == []
 
 

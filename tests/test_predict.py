@@ -254,3 +254,21 @@ def test_a_damaged_model_file_is_one_line_saying_how_to_get_it_back(trained, cap
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {path}: unreadable (truncated, or not a .keras file); restore it with "
                      f"`dvc checkout {path}` or train it again with `dvc repro train@{NAME}`"]
+
+
+def test_params_of_another_folder_are_read_from_there_and_the_command_line_from_here(trained, capsys, tmp_path,
+                                                                                       monkeypatch):
+    """The model path comes from the params file's project; the image and --output from where the user stands."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.jpg").write_bytes((trained / "images" / "good.jpg").read_bytes())
+    params = trained / "params.yaml"
+    assert main(["--params", str(params), "predict", "--model", NAME, "--output", "out.csv", "photo.jpg"]) == 0
+    assert set(predicted_lines(capsys.readouterr().out)) == {"photo.jpg"}
+    assert list(pd.read_csv(tmp_path / "out.csv")["path"]) == [str(tmp_path / "photo.jpg")]
+    assert not (trained / "out.csv").exists()
+
+
+def test_params_yaml_is_found_in_a_folder_above(trained, capsys, monkeypatch):
+    monkeypatch.chdir(trained / "images")
+    assert main(["predict", "--model", NAME, "good.jpg"]) == 0
+    assert set(predicted_lines(capsys.readouterr().out)) == {"good.jpg"}
