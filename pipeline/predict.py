@@ -1,6 +1,7 @@
 """`python -m pipeline predict`: classify image files and folders with a trained model.
 
-A folder stands for the images in it and below it (.jpg, .jpeg, .png, .bmp, .gif). The images go
+A folder stands for the images in it and below it: the formats TensorFlow decodes (JPEG, PNG,
+BMP, GIF), which every stage reads, and those Pillow reads besides (WebP, TIFF...). The images go
 through the model in batches; each gets a line `path<TAB>label<TAB>probability`, and `--output
 FILE.csv` keeps every class's probability as well. A file that is not a readable image gets an
 error line and is counted; the others are still classified. A summary line (how many per class,
@@ -17,6 +18,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from PIL import Image, ImageFile
 
 from pipeline import atomic, paths, serving, tracking
 from pipeline.config import Config
@@ -26,8 +28,18 @@ from pipeline.inference import class_probabilities
 from pipeline.models import load_saved
 from pipeline.registry import REGISTRY
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 BATCH_SIZE = 32
+
+
+def pillow_suffixes() -> set[str]:
+    """The file suffixes of the formats Pillow can decode (not its stubs, which only identify)."""
+    Image.init()
+    decodes = {name for name, (factory, _) in Image.OPEN.items()
+               if not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))}
+    return {suffix for suffix, name in Image.registered_extensions().items() if name in decodes}
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"} | pillow_suffixes()
 
 
 def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], bool]:
@@ -75,8 +87,19 @@ def read_image(path: Path, image_size: int) -> np.ndarray:
         return loaders.photo_decoder(image_size)(tf.io.read_file(str(path))).numpy()
     except tf.errors.NotFoundError:
         raise PipelineError(f"{path}: not found") from None
-    except tf.errors.OpError:  # not an image, cut short, no permission to read
+    except tf.errors.OpError:  # a format TensorFlow does not decode, not an image, cut short, unreadable
+        return read_with_pillow(path, image_size)
+
+
+def read_with_pillow(path: Path, image_size: int) -> np.ndarray:
+    """A format TensorFlow does not decode (WebP, TIFF...) through Pillow, then resized as
+    TensorFlow's decoded images are: the same pixels give the same input."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    except (OSError, ValueError, Image.DecompressionBombError):  # not an image, cut short, unreadable
         raise PipelineError(f"{path}: not a readable image") from None
+    return tf.image.resize(pixels, (image_size, image_size)).numpy()
 
 
 def classify(network: keras.Model, classes: list[str], files: list[Path], mirror_average: bool = False) -> pd.DataFrame:

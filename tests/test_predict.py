@@ -2,6 +2,7 @@
 batches, a CSV and a summary line; model names and MLflow URIs."""
 
 import errno
+import io
 import os
 import subprocess
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from pipeline import paths, predict, train
 from pipeline.__main__ import main
@@ -272,3 +274,24 @@ def test_params_yaml_is_found_in_a_folder_above(trained, capsys, monkeypatch):
     monkeypatch.chdir(trained / "images")
     assert main(["predict", "--model", NAME, "good.jpg"]) == 0
     assert set(predicted_lines(capsys.readouterr().out)) == {"good.jpg"}
+
+
+def test_formats_only_pillow_reads_are_classified_as_their_png_twin(trained, capsys, tmp_path):
+    """WebP and TIFF were left out of a folder without a word; a WebP cut short is unreadable."""
+    image = Image.open(io.BytesIO(jpeg_bytes(seed=5))).convert("RGB")
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    image.save(folder / "photo.png")
+    image.save(folder / "photo.webp", lossless=True)
+    image.save(folder / "photo.tiff")
+    assert main(["predict", "--model", NAME, str(folder)]) == 0
+    out, err = capsys.readouterr()
+    lines = predicted_lines(out)
+    assert set(lines) == {"photo.png", "photo.webp", "photo.tiff"}
+    assert lines["photo.webp"] == lines["photo.png"] == lines["photo.tiff"]
+    assert summary_line(err).startswith("3 classified (")
+
+    whole = (folder / "photo.webp").read_bytes()
+    (folder / "cut.webp").write_bytes(whole[: len(whole) // 2])
+    assert main(["predict", "--model", NAME, str(folder / "cut.webp")]) == 1
+    assert error_lines(capsys.readouterr().err) == [f"error: {folder / 'cut.webp'}: not a readable image"]
