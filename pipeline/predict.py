@@ -49,6 +49,9 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], 
     if reference in REGISTRY:
         network = load_saved(paths.model_file(reference), reference)
         return network, classes_of(config, network), config.model(reference).mirror_average
+    if ":/" not in reference:
+        raise PipelineError(f"{reference}: not a model name ({', '.join(REGISTRY)}) nor an MLflow model URI "
+                            f"(runs:/<run id>/model, models:/<name>@{tracking.CHAMPION})")
     tracking.connect()
     try:
         info = mlflow.models.get_model_info(reference)
@@ -58,11 +61,28 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], 
             return network, classes_of(config, network), params.get("model.mirror_average") == "True"
         classifier = serving.unwrap(mlflow.pyfunc.load_model(reference))
     except Exception as error:  # MLflow raises several types for a bad URI
-        raise PipelineError(f"cannot load model {reference!r}: not a model name "
-                            f"({', '.join(REGISTRY)}) nor a loadable MLflow model URI ({error})") from None
+        raise PipelineError(not_loadable(reference, error)) from None
     if classifier is None:
         raise PipelineError(f"{reference}: neither a Keras model nor a photo classifier of this project")
     return classifier.network, classifier.classes, classifier.mirror_average
+
+
+def not_loadable(reference: str, error: Exception) -> str:
+    """Why an MLflow model URI did not load, in one line, the cause first. A registered model
+    without the alias asked for is the usual one: train@ registers versions, evaluate@ picks
+    the champion."""
+    name, _, alias = reference.removeprefix("models:/").partition("@")
+    if reference.startswith("models:/") and alias:
+        try:
+            aliases = mlflow.MlflowClient().get_registered_model(name).aliases
+        except mlflow.exceptions.MlflowException:
+            hint = f"; `dvc repro train@{name}` registers it" if name in REGISTRY else ""
+            return f"{reference}: no registered model {name}{hint}"
+        if alias not in aliases:
+            hint = f"; `dvc repro evaluate@{name}` sets it" if alias == tracking.CHAMPION else ""
+            return f"{reference}: no version of {name} has the alias {alias}{hint}"
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"{reference}: cannot load it as an MLflow model ({cause})"
 
 
 def classes_of(config: Config, model: keras.Model) -> list[str]:

@@ -295,3 +295,14 @@ def test_formats_only_pillow_reads_are_classified_as_their_png_twin(trained, cap
     (folder / "cut.webp").write_bytes(whole[: len(whole) // 2])
     assert main(["predict", "--model", NAME, str(folder / "cut.webp")]) == 1
     assert error_lines(capsys.readouterr().err) == [f"error: {folder / 'cut.webp'}: not a readable image"]
+
+
+@pytest.mark.parametrize("reference, expected", [
+    (f"models:/{NAME}@champion", f"no version of {NAME} has the alias champion; `dvc repro evaluate@{NAME}` sets it"),
+    ("models:/cats_dogs_naive@champion", "no registered model cats_dogs_naive; `dvc repro train@cats_dogs_naive` "
+                                         "registers it"),
+])
+def test_a_champion_not_chosen_yet_says_which_stage_chooses_it(trained, capsys, reference, expected):
+    """After train@ alone, the cause comes first, not a list of the 11 model names."""
+    assert main(["predict", "--model", reference, *files(trained, "good.jpg")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {reference}: {expected}"]
