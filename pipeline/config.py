@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -315,7 +316,8 @@ def _first_error(error: ValidationError) -> str:
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """YAML that refuses a key written twice in one mapping (PyYAML keeps the last, silently)."""
+    """YAML that refuses a key written twice in one mapping (PyYAML keeps the last, silently),
+    and reads `1e-3` as a number, as YAML 1.2 and DVC do (PyYAML's YAML 1.1 reads a string)."""
 
     def construct_mapping(self, node, deep=False):
         seen = []
@@ -327,6 +329,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} written twice", key_node.start_mark)
             seen.append(key)
         return super().construct_mapping(node, deep)
+
+
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789."))
 
 
 def load_config(path: Path | str = PARAMS_FILE) -> Config:

@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.__main__ import build_parser, main
 from pipeline.config import load_config
+from pipeline.errors import ConfigError
 from tests.conftest import ROOT
 from tests.fixtures import set_params
 
@@ -96,3 +97,15 @@ def test_a_key_written_twice_is_one_line_naming_it(project, capsys, duplicate, a
     key = duplicate.split(":")[0].strip()
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: params.yaml line {index + 2}: key '{key}' written twice"]
+
+
+def test_numbers_are_read_as_dvc_reads_them(project):
+    """`1e-3` is a number to DVC (YAML 1.2) and to a strict float here, not PyYAML's string;
+    `yes` is YAML's true, and no number of epochs."""
+    params = project / "params.yaml"
+    text = params.read_text()
+    params.write_text(text.replace("    learning_rate: 0.0005\n", "    learning_rate: 5e-4\n", 1))
+    assert load_config(params).model("cats_dogs_naive").learning_rate == 0.0005
+    params.write_text(text.replace("    epochs: 100\n", "    epochs: yes\n", 1))
+    with pytest.raises(ConfigError, match="train.cats_dogs_naive.epochs: Input should be a valid integer$"):
+        load_config(params)
