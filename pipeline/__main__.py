@@ -30,8 +30,8 @@ STAGES = {
 }
 
 
-# Stages that talk to MLflow whatever they do: a tracking server that is down fails them before
-# their work, not after it. (tune and predict connect when they need it: not every use does.)
+# Stages that talk to MLflow whatever they do (tune only when it searches; predict connects when
+# given a model URI): a tracking server that is down fails them before their work, not after it.
 TRACKED = {"train", "evaluate", "visualize", "replicate"}
 
 
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     config = load_config(params)
     import_tensorflow_quietly()
-    if args.stage in TRACKED:
+    if talks_to_mlflow(args.stage, config):
         from pipeline.tracking import connect
 
         connect()
@@ -109,6 +109,14 @@ def run(args: argparse.Namespace) -> int:
     stage = importlib.import_module(module_name)
     stage.run(config, *([getattr(args, argument)] if argument else []))
     return 0
+
+
+def talks_to_mlflow(stage: str, config) -> bool:
+    if stage == "tune":
+        from pipeline.tune import searching
+
+        return searching(config)
+    return stage in TRACKED
 
 
 def import_tensorflow_quietly() -> None:

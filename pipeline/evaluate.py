@@ -23,14 +23,18 @@ from pipeline import paths, tracking
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.data.split import split_checksum
+from pipeline.errors import PipelineError
 from pipeline.inference import class_probabilities
-from pipeline.models import load_saved, loss_function
+from pipeline.models import loss_function
 from pipeline.atomic import replacing_file, write_text_atomically
 from pipeline.registry import REGISTRY
 
 
 def load_trained_model(name: str) -> keras.Model:
-    return load_saved(paths.model_file(name), name)
+    path = paths.model_file(name)
+    if not path.exists():
+        raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
+    return keras.saving.load_model(path)
 
 
 def training_loss(labels: np.ndarray, probabilities: np.ndarray, label_smoothing: float) -> float:

@@ -20,12 +20,11 @@ import pandas as pd
 import tensorflow as tf
 from PIL import Image, ImageFile
 
-from pipeline import atomic, paths, serving, tracking
+from pipeline import atomic, paths, serving, tracking, trained
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
 from pipeline.inference import class_probabilities
-from pipeline.models import load_saved
 from pipeline.registry import REGISTRY
 
 BATCH_SIZE = 32
@@ -47,7 +46,7 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], 
     name (its trained .keras file and params.yaml) or an MLflow model URI: a Keras model
     (runs:/<id>/model, with its run's params) or a registered photo classifier (models:/name@champion)."""
     if reference in REGISTRY:
-        network = load_saved(paths.model_file(reference), reference)
+        network = trained.load_model(paths.model_file(reference), reference)
         return network, classes_of(config, network), config.model(reference).mirror_average
     if ":/" not in reference:
         raise PipelineError(f"{reference}: not a model name ({', '.join(REGISTRY)}) nor an MLflow model URI "

@@ -348,7 +348,6 @@ def run(config: Config, model: str) -> None:
     if not searching(config):
         return write_params_values(config, model)
     check_inputs(config, model)
-    tracking.connect()  # a tracking server that is down fails the search before its study is opened
     target = n_trials(config)
     url = storage_url(config)
     study = load_study(config, model, open_storage(url))

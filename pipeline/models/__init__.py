@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError
 from pipeline.hardware import native_bfloat16
 from pipeline.registry import get_spec
 
@@ -15,27 +15,7 @@ if TYPE_CHECKING:
 
     from pipeline.config import Model
 
-__all__ = ["build_model", "compile_model", "compute_policy", "float32_copy", "load_saved", "loss_function"]
-
-
-def load_saved(path: Path, name: str, compile: bool = True) -> keras.Model:
-    """The model that train@<name> saved at `path`; a missing or unreadable file is one line
-    saying how to get it back."""
-    import zipfile
-
-    import keras
-
-    if not path.exists():
-        raise PipelineError(f"{path}: not found; run `dvc repro train@{name}` first")
-    if not zipfile.is_zipfile(path):  # Keras calls a .keras archive cut short "File not found"
-        reason = "truncated, or not a .keras file"
-    else:
-        try:
-            return keras.saving.load_model(path, compile=compile)
-        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:  # a damaged member
-            reason = (str(error).splitlines() or [type(error).__name__])[0]
-    raise PipelineError(f"{path}: unreadable ({reason}); restore it with `dvc checkout {path}` "
-                        f"or train it again with `dvc repro train@{name}`")
+__all__ = ["build_model", "compile_model", "compute_policy", "float32_copy", "loss_function"]
 
 
 def compute_policy(name: str, params: Model) -> str:

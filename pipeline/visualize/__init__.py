@@ -17,7 +17,6 @@ from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
 from pipeline.atomic import replacing_folder
-from pipeline.models import load_saved
 from pipeline.registry import REGISTRY
 from pipeline.visualize.activations import save_activations
 from pipeline.visualize.curves import plot_history
@@ -60,7 +59,7 @@ def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -
 
 def run(config: Config, name: str) -> None:
     require_training(name)
-    model = load_saved(paths.model_file(name), name, compile=False)
+    model = keras.saving.load_model(paths.model_file(name), compile=False)
     target = paths.figures_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with replacing_folder(target) as built:  # a failed run leaves the old set, never half of one
