@@ -1,4 +1,9 @@
-"""One CLI for every stage: python -m pipeline STAGE [ARGS]. Run with --help for the list."""
+"""One CLI for every stage: python -m pipeline STAGE [ARGS]. Run with --help for the list.
+
+It works in the project's folder, the one holding the params file (--params, else params.yaml
+here or in the nearest folder above): the paths in params.yaml are taken from there, wherever
+the command is started. Paths given on the command line are taken from where it is started.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import PARAMS_FILE, load_config
-from pipeline.errors import PipelineError
+from pipeline.errors import DISK_ERRORS, PipelineError, cannot_write
 from pipeline.registry import REGISTRY, SOURCES, TASKS
 
 MODELS = tuple(REGISTRY)
@@ -26,9 +31,15 @@ STAGES = {
 SEEDED = ("train", "evaluate")  # run per model and seed
 
 
+# Stages that talk to MLflow (predict connects only when given a model URI): a tracking server
+# that is down fails them before their work, not after it.
+TRACKED = {"train", "evaluate", "visualize", "search"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE, help="params file (default: %(default)s)")
+    parser.add_argument("--params", type=Path, help=f"params file; its folder is the project's (default: "
+                                                      f"{PARAMS_FILE} here or in the nearest folder above)")
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (_, help_text, argument, choices) in STAGES.items():
         stage = stages.add_parser(name, help=help_text, description=help_text)
@@ -49,9 +60,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def find_params(given: Path | None) -> Path:
+    """--params, else params.yaml here or in the nearest folder above, as git and DVC find theirs."""
+    if given is not None or PARAMS_FILE.is_file():
+        return given or PARAMS_FILE
+    above = [folder / PARAMS_FILE for folder in Path.cwd().parents]
+    return next((path for path in above if path.is_file()), PARAMS_FILE)  # none: load_config says so
+
+
+def enter_project(params: Path, args: argparse.Namespace) -> Path:
+    """Move into the folder holding `params`; return the params file as seen from there. The
+    paths of the command line (images, --output) are the user's: made absolute first."""
+    if not params.is_file() or params.parent.resolve() == Path.cwd().resolve():
+        return params
+    for name in ("images", "output"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(args, name, [path.absolute() for path in value] if isinstance(value, list) else value.absolute())
+    params = params.resolve()
+    os.chdir(params.parent)
+    return params
+
+
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.params)
+    params = enter_project(find_params(args.params), args)
+    config = load_config(params)
     import_tensorflow_quietly()
+    if args.stage in TRACKED:
+        from pipeline.tracking import connect
+
+        connect()
     if args.stage == "predict":
         from pipeline.predict import run as predict
 
@@ -94,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a full or read-only disk under a write that is not atomic (a log)
+        if error.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {cannot_write(error.filename or 'output', error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import yaml
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, create_model, field_validator,
+    model_validator,
 )
 
 from pipeline.errors import ConfigError
@@ -29,8 +31,13 @@ SPLITS = ("train", "val", "test")
 
 
 class Section(BaseModel):
-    # extra="forbid" turns a misspelt key into an error instead of a silently ignored value.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # extra="forbid" turns a misspelt key into an error instead of a silently ignored value;
+    # strict=True refuses a value of another type instead of converting it: YAML reads `yes` as
+    # true, which a lax int takes as 1 (a float still takes an int).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+FolderPath = Annotated[Path, Strict(False)]  # written as a string in YAML
 
 
 def _known_checksum(value: str) -> str:
@@ -67,8 +74,9 @@ class Sources(Section):
 
 
 class Data(Section):
-    root: Path = Path("data")
-    mirror: Path | None = None
+    root: FolderPath = Path("data")
+    mirror: FolderPath | None = None
+    mirror_fallback: bool = False  # a file the mirror lacks is fetched from sources.<name>.url (else an error)
     subset_per_class: int | None = Field(default=None, gt=0)
 
 
@@ -191,6 +199,14 @@ class Visualize(Section):
     ascent_step_size: float = Field(default=10.0, gt=0)
     gradcam_images_per_class: int = Field(default=2, gt=0)
 
+    @field_validator("filter_layers")
+    @classmethod
+    def _known_models(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = [name for name in value if name not in REGISTRY]
+        if unknown:  # a misspelt name would leave its model with the default layers, silently
+            raise ValueError(f"{', '.join(unknown)}: no such model")
+        return value
+
 
 class Config(Section):
     # Every model trains once per seed; the first is the default seed, whose model is registered and served.
@@ -253,6 +269,10 @@ class Config(Section):
         value = os.environ.get(MIRROR_ENV)
         return Path(value) if value else self.data.mirror
 
+    def mirror_setting(self) -> str:
+        """Which setting names the mirror, for messages."""
+        return MIRROR_ENV if os.environ.get(MIRROR_ENV) else "data.mirror"
+
     def per_class(self, task: str) -> int:
         """Images per class that the split of `task` keeps, after the subset profile."""
         per_class = getattr(self.split, task).per_class
@@ -275,8 +295,11 @@ def _is_hex(text: str) -> bool:
 
 
 def _first_error(error: ValidationError) -> str:
-    """One line: 'train.cifar10_naive.learning_rate: Input should be greater than 0'."""
-    first = error.errors()[0]
+    """One line: 'train.cifar10_naive.learning_rate: Input should be greater than 0'. An unknown
+    key comes first: it is often the cause of the rest (`recipe:` for `recipes:` leaves each
+    model missing the keys the recipe held)."""
+    errors = error.errors()
+    first = next((each for each in errors if each["type"] == "extra_forbidden"), errors[0])
     key = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
@@ -290,11 +313,31 @@ def _first_error(error: ValidationError) -> str:
     return f"{key}: {message}"
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key written twice in one mapping (PyYAML keeps the last, silently),
+    and reads `1e-3` as a number, as YAML 1.2 and DVC do (PyYAML's YAML 1.1 reads a string)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat what it merges
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} written twice", key_node.start_mark)
+            seen.append(key)
+        return super().construct_mapping(node, deep)
+
+
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789."))
+
+
 def load_config(path: Path | str = PARAMS_FILE) -> Config:
     """Read and validate params.yaml; raise ConfigError with one line on any problem."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run from the project root or pass --params)") from None
     except yaml.YAMLError as error:

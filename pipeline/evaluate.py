@@ -19,22 +19,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-from pipeline import paths, tracking
+from pipeline import paths, tracking, trained
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.data.split import split_checksum
-from pipeline.errors import PipelineError
 from pipeline.inference import class_probabilities
 from pipeline.models import loss_function
 from pipeline.atomic import replacing_file, write_text_atomically
-from pipeline.registry import REGISTRY, evaluate_stage, train_stage
-
-
-def load_trained_model(name: str, seed: int) -> keras.Model:
-    path = paths.model_file(name, seed)
-    if not path.exists():
-        raise PipelineError(f"{path}: not found; run `dvc repro {train_stage(name, seed)}` first")
-    return keras.saving.load_model(path)
+from pipeline.registry import REGISTRY, evaluate_stage
 
 
 def training_loss(labels: np.ndarray, probabilities: np.ndarray, label_smoothing: float) -> float:
@@ -129,7 +121,7 @@ def write_confusion(name: str, seed: int, classes: list[str], labels: np.ndarray
 def run(config: Config, name: str, seed: int) -> None:
     spec, stage = REGISTRY[name], evaluate_stage(name, seed)
     tracking.recorded_run_id(name, seed)  # the model and its run must agree before anything is scored
-    model = load_trained_model(name, seed)
+    model = trained.load_model(name, seed)
     classes = loaders.class_names(config, spec.task)
     labels, probabilities = split_probabilities(config, name, model, "test")
     metrics = test_metrics(labels, probabilities, classes, config.model(name).label_smoothing)

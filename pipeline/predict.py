@@ -1,6 +1,7 @@
 """`python -m pipeline predict`: classify image files and folders with a trained model.
 
-A folder stands for the images in it and below it (.jpg, .jpeg, .png, .bmp, .gif). The images go
+A folder stands for the images in it and below it: the formats TensorFlow decodes (JPEG, PNG,
+BMP, GIF), which every stage reads, and those Pillow reads besides (WebP, TIFF...). The images go
 through the model in batches; each gets a line `path<TAB>label<TAB>probability`, and `--output
 FILE.csv` keeps every class's probability as well. A file that is not a readable image gets an
 error line and is counted; the others are still classified. A summary line (how many per class,
@@ -17,16 +18,27 @@ import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from PIL import Image, ImageFile
 
-from pipeline import atomic, paths, serving, tracking
+from pipeline import atomic, serving, tracking, trained
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
 from pipeline.inference import class_probabilities
-from pipeline.registry import REGISTRY, train_stage
+from pipeline.registry import REGISTRY, evaluate_stage, train_stage
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 BATCH_SIZE = 32
+
+
+def pillow_suffixes() -> set[str]:
+    """The file suffixes of the formats Pillow can decode (not its stubs, which only identify)."""
+    Image.init()
+    decodes = {name for name, (factory, _) in Image.OPEN.items()
+               if not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))}
+    return {suffix for suffix, name in Image.registered_extensions().items() if name in decodes}
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"} | pillow_suffixes()
 
 
 def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], bool]:
@@ -34,12 +46,12 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], 
     name (its trained .keras file and params.yaml) or an MLflow model URI: a Keras model
     (runs:/<id>/model, with its run's params) or a registered photo classifier (models:/name@champion)."""
     if reference in REGISTRY:  # the default seed's model, the one registered and served
-        path = paths.model_file(reference, config.seed)
-        if not path.exists():
-            raise PipelineError(f"{path}: not found; run `dvc repro {train_stage(reference, config.seed)}` first")
-        network = keras.saving.load_model(path)
+        network = trained.load_model(reference, config.seed)
         return network, classes_of(config, network), config.model(reference).mirror_average
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    if ":/" not in reference:
+        raise PipelineError(f"{reference}: not a model name ({', '.join(REGISTRY)}) nor an MLflow model URI "
+                            f"(runs:/<run id>/model, models:/<name>@{tracking.CHAMPION})")
+    tracking.connect()
     try:
         info = mlflow.models.get_model_info(reference)
         if "keras" in info.flavors:
@@ -48,11 +60,28 @@ def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], 
             return network, classes_of(config, network), params.get("model.mirror_average") == "True"
         classifier = serving.unwrap(mlflow.pyfunc.load_model(reference))
     except Exception as error:  # MLflow raises several types for a bad URI
-        raise PipelineError(f"cannot load model {reference!r}: not a model name "
-                            f"({', '.join(REGISTRY)}) nor a loadable MLflow model URI ({error})") from None
+        raise PipelineError(not_loadable(reference, error, config.seed)) from None
     if classifier is None:
         raise PipelineError(f"{reference}: neither a Keras model nor a photo classifier of this project")
     return classifier.network, classifier.classes, classifier.mirror_average
+
+
+def not_loadable(reference: str, error: Exception, seed: int) -> str:
+    """Why an MLflow model URI did not load, in one line, the cause first. A registered model
+    without the alias asked for is the usual one: the default seed's training registers a
+    version, its evaluation picks the champion."""
+    name, _, alias = reference.removeprefix("models:/").partition("@")
+    if reference.startswith("models:/") and alias:
+        try:
+            aliases = mlflow.MlflowClient().get_registered_model(name).aliases
+        except mlflow.exceptions.MlflowException:
+            hint = f"; `dvc repro {train_stage(name, seed)}` registers it" if name in REGISTRY else ""
+            return f"{reference}: no registered model {name}{hint}"
+        if alias not in aliases:
+            hint = f"; `dvc repro {evaluate_stage(name, seed)}` sets it" if alias == tracking.CHAMPION else ""
+            return f"{reference}: no version of {name} has the alias {alias}{hint}"
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"{reference}: cannot load it as an MLflow model ({cause})"
 
 
 def classes_of(config: Config, model: keras.Model) -> list[str]:
@@ -77,8 +106,19 @@ def read_image(path: Path, image_size: int) -> np.ndarray:
         return loaders.photo_decoder(image_size)(tf.io.read_file(str(path))).numpy()
     except tf.errors.NotFoundError:
         raise PipelineError(f"{path}: not found") from None
-    except tf.errors.OpError:  # not an image, cut short, no permission to read
+    except tf.errors.OpError:  # a format TensorFlow does not decode, not an image, cut short, unreadable
+        return read_with_pillow(path, image_size)
+
+
+def read_with_pillow(path: Path, image_size: int) -> np.ndarray:
+    """A format TensorFlow does not decode (WebP, TIFF...) through Pillow, then resized as
+    TensorFlow's decoded images are: the same pixels give the same input."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    except (OSError, ValueError, Image.DecompressionBombError):  # not an image, cut short, unreadable
         raise PipelineError(f"{path}: not a readable image") from None
+    return tf.image.resize(pixels, (image_size, image_size)).numpy()
 
 
 def classify(network: keras.Model, classes: list[str], files: list[Path], mirror_average: bool = False) -> pd.DataFrame:
@@ -116,6 +156,8 @@ def summary(results: pd.DataFrame, classes: list[str]) -> str:
 
 
 def run(config: Config, reference: str, arguments: list[Path], output: Path | None = None) -> int:
+    if output is not None:  # before the model loads and the images are read, not after
+        atomic.check_writable(output)
     network, classes, mirror_average = load_model(config, reference)
     files = image_paths(arguments)
     if not files:

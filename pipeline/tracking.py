@@ -12,6 +12,9 @@ import contextlib
 import hashlib
 import json
 import os
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -31,6 +34,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 CHAMPION = "champion"
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 MAX_DIGEST = 36  # MLflow stores at most 36 characters of a dataset's digest
+PROBE_TIMEOUT_S = 5  # to connect, and again for the first answer
 
 
 def project_root() -> Path:
@@ -51,10 +55,37 @@ def tracking_uri() -> str:
     return in_project(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
 
 
+def connect() -> str:
+    """Point MLflow at the store; return its URI. A tracking server must answer first, within
+    seconds: MLflow's own client retries a refused connection with growing pauses
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES) and stays silent for minutes before it says so."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    """The server's /health must answer, as an MLflow server's does (or ask for a login)."""
+    parts = urllib.parse.urlsplit(uri)
+    address = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials in messages
+    try:
+        urllib.request.urlopen(f"{address.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S).close()
+        return
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            return
+        reason = f"it answers /health with HTTP {error.code}: not an MLflow tracking server, or not a working one"
+    except OSError as error:  # refused, unknown host, no answer in time (URLError is an OSError)
+        reason = f"unreachable: {getattr(error, 'reason', None) or error}"
+    raise PipelineError(f"MLflow tracking server {address}: {reason}; start it, or point MLFLOW_TRACKING_URI "
+                        f"at one that runs")
+
+
 def use_experiment(task: str) -> str:
     """Point MLflow at the store and the task's experiment, creating it on first use."""
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = connect()
     experiment = mlflow.get_experiment_by_name(task)
     if experiment is None:
         # A local artifact folder beside a SQLite store keeps everything in the project;

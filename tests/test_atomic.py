@@ -1,9 +1,18 @@
-"""Outputs written whole or not at all, and what a killed run left beside them removed."""
+"""Outputs written whole or not at all, and what a killed run left beside them removed; a full
+or read-only disk is one line naming the path, with the old output kept."""
+import errno
+import os
+import subprocess
+import sys
+
 import pytest
 
 from pipeline import report
 from pipeline.config import load_config
 from pipeline.atomic import replacing_file, replacing_folder, write_text_atomically
+from pipeline.errors import PipelineError
+from tests.conftest import ROOT
+from tests.test_train import tiny_cifar_project
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_beside_it(tmp_path):
@@ -50,3 +59,78 @@ def test_report_removes_a_killed_reports_partial(project):
     report.run(load_config("params.yaml"))
     assert not stale.exists()
     assert report.RESULTS.read_text().startswith("# Results")
+
+
+def refuse(code):
+    def replace(source, target):
+        raise OSError(code, os.strerror(code), str(target))
+
+    return replace
+
+
+@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "no space left on device"),
+                                          (errno.EROFS, "read-only file system")])
+def test_a_refused_rename_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, code, reason):
+    path = tmp_path / "model.keras"
+    path.write_text("old")
+    monkeypatch.setattr(os, "replace", refuse(code))
+    with pytest.raises(PipelineError) as error:
+        write_text_atomically(path, "new")
+    assert str(error.value) == f"{path}: cannot write ({reason})"
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_a_full_disk_while_writing_is_one_line_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_text("old")
+    with pytest.raises(PipelineError, match="model.keras: cannot write \\(no space left on device\\)$"):
+        with replacing_file(path) as partial:
+            partial.write_text("half")
+            raise OSError(errno.ENOSPC, "Can't synchronously write data (file write failed: ...\n...)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"] and path.read_text() == "old"
+
+
+def test_a_folder_where_a_folder_cannot_be_is_one_line(tmp_path):
+    blocker = tmp_path / "models"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(PipelineError, match="models: is a file, where a folder should be$"):
+        write_text_atomically(blocker / "model.run_id", "x")
+    with pytest.raises(PipelineError, match="cannot write \\(not a directory\\)$"):
+        write_text_atomically(blocker / "seeds" / "model.run_id", "x")
+
+
+@pytest.fixture
+def small_disk(project):
+    """models/ on a 3 MB tmpfs: room for a tiny training's resume state, not for its model."""
+    models = project / "models"
+    models.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(models)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield models
+    subprocess.run(["umount", str(models)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_training_is_one_line_and_keeps_model_and_state(project, small_disk):
+    """h5py reports a full disk with a multi-line OSError, and HDF5 crashed the interpreter at exit
+    (exit 139) over the file it could not close: one line, exit 1, the old model and whole state files."""
+    import h5py
+
+    tiny_cifar_project(project, epochs=3)
+    previous = small_disk / "cifar10_naive.keras"
+    previous.write_bytes(b"the previous model")
+    command = [sys.executable, "-m", "pipeline", "train", "cifar10_naive"]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "no space left on device" in errors[0] and "models/" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert previous.read_bytes() == b"the previous model"
+    left = [path for path in small_disk.rglob("*") if path.name.startswith(".partial-")]
+    assert left == []
+    for state in small_disk.rglob("*.h5"):  # whatever resume state was written is whole
+        with h5py.File(state, "r"):
+            pass

@@ -11,6 +11,7 @@ import yaml
 
 from pipeline.__main__ import build_parser, main
 from pipeline.config import load_config
+from pipeline.errors import ConfigError
 from tests.conftest import ROOT
 from tests.fixtures import set_params
 
@@ -37,7 +38,8 @@ def test_shipped_params_are_valid():
          "sources.cifar10.also_accepted.rebuilt_from_jpegs.checksum"),
         ({"sources.cifar10.also_accepted.rebuilt_from_jpegs.size": 0},
          "sources.cifar10.also_accepted.rebuilt_from_jpegs.size"),
-        ({"sources.cifar10.also_accepted.mine": {"md5": "0" * 32}}, "sources.cifar10.also_accepted.mine.checksum"),
+        ({"sources.cifar10.also_accepted.mine": {"md5": "0" * 32}},
+         "sources.cifar10.also_accepted.mine.md5: unknown key"),
         ({"sources.cifar10.also_accepted": ["md5:" + "0" * 32]}, "sources.cifar10.also_accepted"),
         ({"search.learning_rate": {"low": 0.1, "high": 0.01}}, "search.learning_rate"),
         ({"search.learning_rate": {"low": 0.0, "high": 0.01}}, "search.learning_rate"),
@@ -55,6 +57,11 @@ def test_shipped_params_are_valid():
         ({"tune.n_trials": 3}, "tune: unknown key"),
         ({"train.use_tuned": True}, "train.use_tuned: unknown key"),
         ({"recipes.cifar10.augment.cutout": 1.5}, "recipes.cifar10.augment.cutout"),
+        # YAML reads yes as true: not a number of epochs, nor a learning rate (lax, they were 1 and 1.0)
+        ({"train.cifar10_naive.epochs": True}, "train.cifar10_naive.epochs"),
+        ({"train.cifar10_naive.learning_rate": True}, "train.cifar10_naive.learning_rate"),
+        ({"recipes.cats_dogs.batch_size": True}, "recipes.cats_dogs.batch_size"),
+        ({"visualize.filter_layers": {"cifar10_naiv": ["conv2d"]}}, "visualize.filter_layers: cifar10_naiv: no such"),
     ],
 )
 def test_bad_value_exits_2_naming_the_key(project, capsys, override, key):
@@ -126,8 +133,6 @@ def entry_point_command(tmp_path, entry: str, **parameters) -> tuple[dict, list[
     """What `mlflow run . -e ENTRY -P ...` runs: MLflow's own rendering of the MLproject command,
     through bash as MLflow runs it, with a stand-in `python` that reports its arguments and
     environment. Returns that environment and the arguments after `python -m pipeline`."""
-    import json
-
     from mlflow.projects import _project_spec
 
     command = _project_spec.load_project(str(ROOT)).get_entry_point(entry).compute_command(parameters, None)
@@ -154,3 +159,36 @@ def test_mlflow_project_train_and_evaluate_entry_points_run_one_seed(tmp_path, e
     _, argv = entry_point_command(tmp_path, entry, model="cifar10_naive")  # no seed: the default one
     args = parser.parse_args(argv)
     assert (args.stage, args.model, args.seed) == (entry, "cifar10_naive", None)
+
+
+def test_a_misspelt_section_is_reported_before_what_it_leaves_missing(project, capsys):
+    """`recipe:` for `recipes:` leaves 37 keys missing; the unknown key is the cause, so it comes first."""
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("\nrecipes:\n", "\nrecipe:\n"))
+    assert main(["split", "cats_dogs"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: params.yaml: recipe: unknown key"]
+
+
+@pytest.mark.parametrize("duplicate, after", [("seeds: [7]", "seeds: [42, 1, 2]"), ("  seed: 7", "  seed: 42")])
+def test_a_key_written_twice_is_one_line_naming_it(project, capsys, duplicate, after):
+    params = project / "params.yaml"
+    lines = params.read_text().splitlines()
+    index = next(number for number, text in enumerate(lines) if text.startswith(after))
+    lines.insert(index + 1, duplicate)
+    params.write_text("\n".join(lines) + "\n")
+    assert main(["split", "cats_dogs"]) == 2
+    key = duplicate.split(":")[0].strip()
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: params.yaml line {index + 2}: key '{key}' written twice"]
+
+
+def test_numbers_are_read_as_dvc_reads_them(project):
+    """`1e-3` is a number to DVC (YAML 1.2) and to a strict float here, not PyYAML's string;
+    `yes` is YAML's true, and no number of epochs."""
+    params = project / "params.yaml"
+    text = params.read_text()
+    params.write_text(text.replace("    learning_rate: 0.0005\n", "    learning_rate: 5e-4\n", 1))
+    assert load_config(params).model("cats_dogs_naive").learning_rate == 0.0005
+    params.write_text(text.replace("    epochs: 100\n", "    epochs: yes\n", 1))
+    with pytest.raises(ConfigError, match="train.cats_dogs_naive.epochs: Input should be a valid integer$"):
+        load_config(params)

@@ -178,15 +178,60 @@ def test_folder_url(project, inputs, point_at):
     assert source_record("cats_dogs")["verified"] is True
 
 
-def test_empty_mirror_falls_through_to_url_with_a_log_line(project, inputs, monkeypatch, capsys):
+@pytest.mark.parametrize("set_by", ["PIPELINE_DATA_MIRROR", "data.mirror"])
+@pytest.mark.parametrize("problem", ["no such folder", "not a folder"])
+def test_a_mirror_that_does_not_exist_is_an_error_naming_its_setting(project, inputs, serve, monkeypatch, set_by,
+                                                                     problem):
+    url, ranges = serve(b"the upstream file")
+    point_source(project, "cats_dogs", url)
+    mirror = inputs / "no_such_dir"
+    if problem == "not a folder":
+        mirror.write_text("a file")
+    if set_by == "PIPELINE_DATA_MIRROR":
+        monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(mirror))
+    else:
+        set_params(project / "params.yaml", **{"data.mirror": str(mirror)})
+    with pytest.raises(PipelineError) as error:
+        download.run(load_config(), "cats_dogs")
+    assert str(error.value) == f"{mirror}: {problem} (the mirror, set by {set_by})"
+    assert ranges == [] and raw_entries() == []  # the upstream URL was not asked
+
+
+def test_a_mirror_without_the_file_is_an_error_naming_it_and_the_fallback(project, inputs, serve, monkeypatch):
+    url, ranges = serve(b"the upstream file")
+    point_source(project, "cats_dogs", url)
+    empty = inputs / "empty_mirror"
+    empty.mkdir()
+    monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(empty))
+    with pytest.raises(PipelineError) as error:
+        download.run(load_config(), "cats_dogs")
+    assert str(error.value) == (f"mirror {empty} holds no kagglecatsanddogs_5340.zip or PetImages; put it there, or "
+                                f"set data.mirror_fallback: true in params.yaml to fetch sources.cats_dogs.url instead")
+    assert ranges == [] and raw_entries() == []
+
+
+def test_mirror_fallback_fetches_what_the_mirror_lacks_with_a_log_line(project, inputs, monkeypatch, capsys):
     archive = make_pet_zip(inputs / "kagglecatsanddogs_5340.zip", PER_CLASS)
     point_source(project, "cats_dogs", str(archive), archive)
+    set_params(project / "params.yaml", **{"data.mirror_fallback": True})
     empty = inputs / "empty_mirror"
     empty.mkdir()
     monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(empty))
     download.run(load_config(), "cats_dogs")
-    assert f"mirror {empty} holds no" in capsys.readouterr().err
+    assert f"mirror {empty} holds no kagglecatsanddogs_5340.zip or PetImages; fetching sources.cats_dogs.url" in (
+        capsys.readouterr().err)
     assert source_record("cats_dogs")["origin"] == str(archive)
+
+
+def test_offline_with_a_mirror_says_to_put_the_file_there(project, inputs, monkeypatch):
+    """Not "set PIPELINE_DATA_MIRROR", which is set."""
+    url = closed_port_url()
+    point_source(project, "cats_dogs", url)
+    set_params(project / "params.yaml", **{"data.mirror_fallback": True})
+    monkeypatch.setenv("PIPELINE_DATA_MIRROR", str(inputs))
+    with pytest.raises(PipelineError) as error:
+        download.run(load_config(), "cats_dogs")
+    assert str(error.value).endswith(f"to use a local copy, put kagglecatsanddogs_5340.zip in the mirror {inputs}")
 
 
 def test_a_second_run_replaces_the_output(project, inputs):
@@ -210,16 +255,19 @@ def test_checksum_mismatch_of_a_local_file_fails_and_writes_nothing(project, inp
         download.run(load_config(), "cats_dogs")
     message = str(error.value)
     assert "\n" not in message
-    assert "0" * 64 in message and hashlib.sha256(archive.read_bytes()).hexdigest() in message
-    assert "sources.cats_dogs.checksum" in message
+    got = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert "0" * 64 in message and got in message
+    # The fix that docs/offline-mirror.md gives: a named entry beside the upstream checksum.
+    assert message.endswith("If this copy is trusted, name it under sources.cats_dogs.also_accepted in params.yaml, "
+                            f'e.g. local_copy: {{checksum: "sha256:{got}", size: {archive.stat().st_size}}}')
     assert raw_entries() == []
     assert archive.exists()  # not ours to delete
 
 
-def test_size_mismatch_names_the_size_key(project, inputs):
+def test_size_mismatch_suggests_an_entry_with_the_size(project, inputs):
     archive = make_cifar_tar(inputs / "cifar-10-python.tar.gz")
     point_source(project, "cifar10", str(archive), archive, size=archive.stat().st_size + 1)
-    with pytest.raises(PipelineError, match=r"sources\.cifar10\.size: \d+"):
+    with pytest.raises(PipelineError, match=rf"sources\.cifar10\.also_accepted .*size: {archive.stat().st_size}}}$"):
         download.run(load_config(), "cifar10")
     assert raw_entries() == []
 
@@ -228,7 +276,7 @@ def test_checksum_mismatch_of_a_download_deletes_it(project, inputs, serve):
     archive = make_pet_zip(inputs / "kagglecatsanddogs_5340.zip", PER_CLASS)
     url, _ = serve(archive.read_bytes())
     point_source(project, "cats_dogs", url, archive, checksum="md5:" + "0" * 32)
-    with pytest.raises(PipelineError, match=r"sources\.cats_dogs\.checksum.*deleted"):
+    with pytest.raises(PipelineError, match=r"sources\.cats_dogs\.also_accepted .*deleted\)$"):
         download.run(load_config(), "cats_dogs")
     assert list(paths.downloads_dir(load_config()).iterdir()) == []
     assert raw_entries() == []
@@ -302,7 +350,7 @@ def test_a_file_matching_no_accepted_copy_names_them_reading_it_once_per_algorit
         download.run(load_config(), "cifar10")
     message = str(error.value)
     assert "\n" not in message
-    assert "sources.cifar10.checksum" in message  # the key to set, as for any mismatch
+    assert "name it under sources.cifar10.also_accepted" in message  # the fix, as for any mismatch
     assert "sources.cifar10.also_accepted: rebuilt (sha256:" in message and "old_md5 (md5:" in message
     assert sorted(reads) == ["md5", "sha256"]
     assert raw_entries() == []
@@ -484,4 +532,4 @@ def test_cli_prints_one_error_line_and_exits_1(project, inputs, capsys):
     assert main(["download", "cats_dogs"]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert "sources.cats_dogs.checksum" in errors[0]
+    assert "sources.cats_dogs.also_accepted" in errors[0]

@@ -1,17 +1,24 @@
 """`python -m pipeline predict`: a line per image, an error line per unreadable file, folders,
 batches, a CSV and a summary line; model names and MLflow URIs."""
 
+import errno
+import io
+import os
+import subprocess
+
 import keras
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from pipeline import paths, predict, train
 from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.data import loaders
+from pipeline.registry import evaluate_stage, train_stage
 from tests.conftest import enter_project
 from tests.fixtures import CIFAR_CLASSES, jpeg_bytes, make_cifar10_split, png_bytes, set_params
 
@@ -222,3 +229,113 @@ def test_predict_and_the_served_model_never_call_model_predict(trained, capsys, 
     served = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
     answer = served.predict(pd.DataFrame({"image": [open(path, "rb").read() for path in good]}))
     assert list(answer["label"]) == [label for label, _ in expected.values()]
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A folder that even root cannot write into (`chattr +i`), where the file system allows it."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file", "read-only folder"])
+def test_an_unwritable_output_is_one_line_before_any_work(trained, capsys, tmp_path, request, where):
+    if where == "a folder":
+        output = tmp_path
+        expected = f"error: {output}: is a folder"
+    elif where == "under a file":
+        output = trained / "images" / "good.jpg" / "predictions.csv"
+        expected = f"error: {output.parent}: is a file, where a folder should be"
+    else:
+        output = request.getfixturevalue("immutable") / "predictions.csv"
+        expected = f"error: {output}: cannot write (operation not permitted)"
+    watched = output if output.is_dir() else output.parent
+    before = sorted(watched.rglob("*"))
+    code = main(["predict", "--model", NAME, "--output", str(output), *files(trained, "good.jpg")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""  # nothing classified: the output was checked first
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected)
+    assert sorted(watched.rglob("*")) == before
+
+
+def test_an_output_refused_at_the_end_is_one_line_and_leaves_nothing(trained, capsys, tmp_path, monkeypatch):
+    def read_only(source, target):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    output = tmp_path / "predictions.csv"
+    assert main(["predict", "--model", NAME, "--output", str(output), *files(trained, "good.jpg")]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"error: {output}: cannot write (read-only file system)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_model_file_is_one_line_saying_how_to_get_it_back(trained, capsys, damage):
+    """Keras calls a .keras file cut short "File not found", for a file that is there."""
+    path = paths.model_file(NAME, SEED)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else b"")
+    try:
+        assert main(["predict", "--model", NAME, *files(trained, "good.jpg")]) == 1
+    finally:
+        path.write_bytes(whole)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {path}: unreadable (truncated, or not a .keras file); restore it with "
+                     f"`dvc checkout {path}` or train it again with `dvc repro {train_stage(NAME, SEED)}`"]
+
+
+def test_params_of_another_folder_are_read_from_there_and_the_command_line_from_here(trained, capsys, tmp_path,
+                                                                                       monkeypatch):
+    """The model path comes from the params file's project; the image and --output from where the user stands."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.jpg").write_bytes((trained / "images" / "good.jpg").read_bytes())
+    params = trained / "params.yaml"
+    assert main(["--params", str(params), "predict", "--model", NAME, "--output", "out.csv", "photo.jpg"]) == 0
+    assert set(predicted_lines(capsys.readouterr().out)) == {"photo.jpg"}
+    assert list(pd.read_csv(tmp_path / "out.csv")["path"]) == [str(tmp_path / "photo.jpg")]
+    assert not (trained / "out.csv").exists()
+
+
+def test_params_yaml_is_found_in_a_folder_above(trained, capsys, monkeypatch):
+    monkeypatch.chdir(trained / "images")
+    assert main(["predict", "--model", NAME, "good.jpg"]) == 0
+    assert set(predicted_lines(capsys.readouterr().out)) == {"good.jpg"}
+
+
+def test_formats_only_pillow_reads_are_classified_as_their_png_twin(trained, capsys, tmp_path):
+    """WebP and TIFF were left out of a folder without a word; a WebP cut short is unreadable."""
+    image = Image.open(io.BytesIO(jpeg_bytes(seed=5))).convert("RGB")
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    image.save(folder / "photo.png")
+    image.save(folder / "photo.webp", lossless=True)
+    image.save(folder / "photo.tiff")
+    assert main(["predict", "--model", NAME, str(folder)]) == 0
+    out, err = capsys.readouterr()
+    lines = predicted_lines(out)
+    assert set(lines) == {"photo.png", "photo.webp", "photo.tiff"}
+    assert lines["photo.webp"] == lines["photo.png"] == lines["photo.tiff"]
+    assert summary_line(err).startswith("3 classified (")
+
+    whole = (folder / "photo.webp").read_bytes()
+    (folder / "cut.webp").write_bytes(whole[: len(whole) // 2])
+    assert main(["predict", "--model", NAME, str(folder / "cut.webp")]) == 1
+    assert error_lines(capsys.readouterr().err) == [f"error: {folder / 'cut.webp'}: not a readable image"]
+
+
+@pytest.mark.parametrize("reference, expected", [
+    (f"models:/{NAME}@champion", f"no version of {NAME} has the alias champion; "
+                                 f"`dvc repro {evaluate_stage(NAME, SEED)}` sets it"),
+    ("models:/cats_dogs_naive@champion", "no registered model cats_dogs_naive; "
+                                         "`dvc repro train_cats_dogs@cats_dogs_naive-42` registers it"),
+])
+def test_a_champion_not_chosen_yet_says_which_stage_chooses_it(trained, capsys, reference, expected):
+    """After a training alone, the cause comes first, not a list of the 11 model names."""
+    assert main(["predict", "--model", reference, *files(trained, "good.jpg")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {reference}: {expected}"]

@@ -1,8 +1,9 @@
 """Stage download@<source>: fetch one upstream source, verify it, unpack it into data/raw/<source>.
 
-Where the bytes come from, first found wins:
-1. the mirror folder (PIPELINE_DATA_MIRROR, else data.mirror): the file under its upstream
-   name, or for cats_dogs an already extracted PetImages/ folder;
+Where the bytes come from:
+1. the mirror folder, when one is set (PIPELINE_DATA_MIRROR, else data.mirror): the file under
+   its upstream name, or for cats_dogs an already extracted PetImages/ folder. A mirror that
+   does not exist, or lacks the file, is an error, unless data.mirror_fallback allows 2.;
 2. sources.<source>.url: http(s), file://, or a local path to the file (for cats_dogs also a
    folder holding PetImages/ or being PetImages/).
 
@@ -62,13 +63,20 @@ def run(config: Config, source: str) -> None:
 def find_origin(config: Config, source: str, spec: Source) -> Path | str:
     """A local Path (file or folder) or an http(s) URL, following the order in the module docstring."""
     mirror = config.mirror()
-    if mirror is not None:
-        candidates = [mirror / spec.filename] + ([mirror / "PetImages"] if source == "cats_dogs" else [])
-        for candidate in candidates:
-            if candidate.exists():
-                return candidate
-        names = " or ".join(path.name for path in candidates)
-        log(f"mirror {mirror} holds no {names}; using sources.{source}.url")
+    if mirror is None:
+        return local_path_or_url(source, spec.url)
+    if not mirror.is_dir():  # a mistyped mirror is an error, not a reason to go online
+        problem = "not a folder" if mirror.exists() else "no such folder"
+        raise PipelineError(f"{mirror}: {problem} (the mirror, set by {config.mirror_setting()})")
+    candidates = [mirror / spec.filename] + ([mirror / "PetImages"] if source == "cats_dogs" else [])
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    missing = f"mirror {mirror} holds no {' or '.join(path.name for path in candidates)}"
+    if not config.data.mirror_fallback:
+        raise PipelineError(f"{missing}; put it there, or set data.mirror_fallback: true in params.yaml "
+                            f"to fetch sources.{source}.url instead")
+    log(f"{missing}; fetching sources.{source}.url (data.mirror_fallback)")
     return local_path_or_url(source, spec.url)
 
 
@@ -114,10 +122,10 @@ def download(config: Config, source: str, spec: Source, url: str) -> tuple[Path,
             fetch_into(url, partial, spec.size)
             break
         except urllib.error.URLError as error:  # refused, unknown host, an HTTP error status: a retry won't help
-            raise PipelineError(unreachable_message(url, spec.filename, error)) from None
+            raise PipelineError(unreachable_message(url, spec.filename, error, config.mirror())) from None
         except (OSError, http.client.HTTPException) as error:  # cut off mid-transfer: ask for the rest
             if attempt == ATTEMPTS:
-                message = unreachable_message(url, spec.filename, error)
+                message = unreachable_message(url, spec.filename, error, config.mirror())
                 raise PipelineError(f"{message}; {partial.name} is kept and the next run resumes it") from None
             log(f"connection lost at byte {file_size(partial)} ({error}); resuming")
     checksum = verify(partial, spec, source, delete_if_bad=True)
@@ -156,9 +164,11 @@ def fetch_into(url: str, partial: Path, expected_size: int | None) -> None:
         raise ConnectionError(f"connection closed at byte {file_size(partial)} of {end}")
 
 
-def unreachable_message(url: str, filename: str, error: Exception) -> str:
+def unreachable_message(url: str, filename: str, error: Exception, mirror: Path | None) -> str:
     # URLError wraps the socket error in .reason; HTTPError's own text carries the status code.
     reason = error if isinstance(error, urllib.error.HTTPError) else getattr(error, "reason", error)
+    if mirror is not None:
+        return f"could not fetch {url} ({reason}); to use a local copy, put {filename} in the mirror {mirror}"
     return (
         f"could not fetch {url} ({reason}); to use a local copy, set "
         f"{MIRROR_ENV}=<folder holding {filename}> or data.mirror in params.yaml"
@@ -196,21 +206,19 @@ def accepted_checksum(path: Path, spec: Source, source: str, digests: Callable[[
 
 
 def checksum_problem(path: Path, spec: Source, source: str, digests: Callable[[str], str]) -> str:
-    """One line: expected (the upstream file, then the named copies) vs got, and the keys to set if trusted."""
+    """One line: expected (the upstream file, then the named copies) vs got, and the entry that
+    would accept this copy (docs/offline-mirror.md: the upstream checksum stays beside it)."""
     algorithm, expected = spec.checksum.split(":")
     got = digests(algorithm)
     size = path.stat().st_size
-    fixes = []
-    if got != expected:
-        fixes.append(f"sources.{source}.checksum: {algorithm}:{got}")
-    if spec.size is not None and size != spec.size:
-        fixes.append(f"sources.{source}.size: {size}")
     found = f"{algorithm} {got}, {size} bytes"
     wanted = f"{algorithm} {expected}" + (f", {spec.size} bytes" if spec.size is not None else "")
     if spec.also_accepted:  # named briefly: params.yaml holds their checksums in full
         others = ", ".join(f"{name} ({copy.checksum[:15]}…)" for name, copy in spec.also_accepted.items())
         wanted += f", or sources.{source}.also_accepted: {others}"
-    return f"{path}: got {found}; expected {wanted}. If this copy is trusted, set {' and '.join(fixes)}"
+    entry = f'local_copy: {{checksum: "{algorithm}:{got}", size: {size}}}'
+    return (f"{path}: got {found}; expected {wanted}. If this copy is trusted, name it under "
+            f"sources.{source}.also_accepted in params.yaml, e.g. {entry}")
 
 
 def copy_pet_images(folder: Path, staging: Path) -> str | None:

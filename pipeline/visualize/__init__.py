@@ -12,7 +12,7 @@ import keras
 import mlflow
 from tqdm import tqdm
 
-from pipeline import paths, tracking
+from pipeline import paths, tracking, trained
 from pipeline.config import Config
 from pipeline.data import loaders
 from pipeline.errors import PipelineError
@@ -61,7 +61,7 @@ def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -
 def run(config: Config, name: str) -> None:
     seed = config.seed
     require_training(name, seed)
-    model = keras.saving.load_model(paths.model_file(name, seed), compile=False)
+    model = trained.load_model(name, seed, compile=False)
     target = paths.figures_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with replacing_folder(target) as built:  # a failed run leaves the old set, never half of one
