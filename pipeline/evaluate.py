@@ -1,19 +1,19 @@
 """Stage evaluate_<group>@<model>-<seed>: held-out test metrics, logged into the training's run.
 
-metrics/<model>-<seed>.json holds what `dvc metrics show` compares across models and runs: the
-saved model's val and test accuracy and loss (both measured here, on the weights that were
-saved) and the training's wall time. The rest (per-class scores, ROC-AUC) goes to reports/test/.
+metrics/<model>-<seed>.json holds what `dvc metrics show` and `dvc exp show` compare across
+models and runs: the saved model's val and test accuracy and loss (both measured here, on the
+weights that were saved), the training's wall time, and the MLflow run (and, for the default
+seed, the registered version) that holds the rest. The per-class scores and ROC-AUC go to
+reports/test/; the run also gets the confusion matrix and, for cats vs dogs, the ROC and
+precision-recall curves as figures.
 """
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import keras
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
@@ -25,8 +25,9 @@ from pipeline.data import loaders
 from pipeline.data.split import split_checksum
 from pipeline.inference import class_probabilities
 from pipeline.models import loss_function
-from pipeline.atomic import replacing_file, write_text_atomically
+from pipeline.atomic import write_text_atomically
 from pipeline.registry import REGISTRY, evaluate_stage
+from pipeline.visualize import evaluation
 
 
 def training_loss(labels: np.ndarray, probabilities: np.ndarray, label_smoothing: float) -> float:
@@ -59,25 +60,6 @@ def test_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[st
     return metrics
 
 
-def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Path) -> None:
-    size = 3 + 0.5 * len(classes)
-    figure, axes = plt.subplots(figsize=(size, size))
-    axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axes.set_yticks(range(len(classes)), classes)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("actual")
-    axes.set_title(title)
-    threshold = matrix.max() / 2
-    for (row, column), count in np.ndenumerate(matrix):
-        axes.text(column, row, str(count), ha="center", va="center",
-                  color="white" if count > threshold else "black", fontsize=8)
-    figure.tight_layout()
-    with replacing_file(path) as partial:
-        figure.savefig(partial, dpi=100)
-    plt.close(figure)
-
-
 def split_probabilities(config: Config, name: str, model: keras.Model, split: str) -> tuple[np.ndarray, np.ndarray]:
     """One split's labels and the class probabilities of the model as it is used (mirror
     average included): the weights scored are the weights kept."""
@@ -106,41 +88,54 @@ def training_wall_time(name: str, seed: int) -> float | None:
     return json.loads(summary.read_text()).get("wall_time_s") if summary.exists() else None
 
 
-def write_confusion(name: str, seed: int, classes: list[str], labels: np.ndarray, predicted: np.ndarray,
-                    accuracy_value: float) -> Path:
-    """Each test image's actual and predicted class (for `dvc plots`), and the matrix drawn."""
-    confusion = paths.confusion_file(name, seed)
-    write_text_atomically(confusion, pd.DataFrame({"actual": [classes[i] for i in labels],
-                                                   "predicted": [classes[i] for i in predicted]}).to_csv(index=False))
-    matrix_png = confusion.with_suffix(".png")
-    matrix = confusion_matrix(labels, predicted, labels=range(len(classes)))
-    plot_confusion(matrix, classes, f"{paths.run_key(name, seed)}: test accuracy {accuracy_value:.3f}", matrix_png)
-    return matrix_png
+def write_confusion(name: str, seed: int, classes: list[str], labels: np.ndarray, predicted: np.ndarray) -> None:
+    """Each test image's actual and predicted class, for `dvc plots`."""
+    write_text_atomically(paths.confusion_file(name, seed),
+                          pd.DataFrame({"actual": [classes[i] for i in labels],
+                                        "predicted": [classes[i] for i in predicted]}).to_csv(index=False))
+
+
+def draw_figures(name: str, seed: int, classes: list[str], labels: np.ndarray, probabilities: np.ndarray,
+                 folder: Path) -> list[Path]:
+    """The confusion matrix (kept beside its CSV) and, for two classes, the ROC and
+    precision-recall curves of the second class's probability: the figures the run holds."""
+    title = f"{paths.run_key(name, seed)}: test accuracy {accuracy(labels, probabilities):.3f}"
+    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), labels=range(len(classes)))
+    drawn = [evaluation.plot_confusion(matrix, classes, title, paths.confusion_file(name, seed).with_suffix(".png"))]
+    if len(classes) == 2 and len(set(labels.tolist())) == 2:
+        drawn += evaluation.plot_binary_curves(labels, probabilities[:, 1], classes[1], title, folder)
+    return drawn
 
 
 def run(config: Config, name: str, seed: int) -> None:
     spec, stage = REGISTRY[name], evaluate_stage(name, seed)
-    tracking.recorded_run_id(name, seed)  # the model and its run must agree before anything is scored
+    run_id = tracking.recorded_run_id(name, seed)  # the model and its run must agree before anything is scored
     model = trained.load_model(name, seed)
     classes = loaders.class_names(config, spec.task)
     labels, probabilities = split_probabilities(config, name, model, "test")
     metrics = test_metrics(labels, probabilities, classes, config.model(name).label_smoothing)
     val = val_metrics(config, name, model)
-    compared = compared_metrics(val, metrics, training_wall_time(name, seed))
+    # The run's id (and the registered version's number) beside the numbers: `dvc exp show` finds the MLflow run.
+    compared = {**compared_metrics(val, metrics, training_wall_time(name, seed)), "mlflow_run_id": run_id}
 
-    write_text_atomically(paths.eval_metrics(name, seed), json.dumps(compared, indent=2) + "\n")
-    write_text_atomically(paths.test_summary(name, seed), json.dumps(metrics, indent=2) + "\n")
-    matrix_png = write_confusion(name, seed, classes, labels, probabilities.argmax(axis=1), metrics["test_accuracy"])
+    with tracking.model_run(name, seed, spec.task, stage) as run, tempfile.TemporaryDirectory() as scratch:
+        registered = tracking.version_of_run(name, run_id) if seed == config.seed else None
+        if registered is not None:
+            compared["registered_version"] = int(registered.version)
+        write_text_atomically(paths.eval_metrics(name, seed), json.dumps(compared, indent=2) + "\n")
+        write_text_atomically(paths.test_summary(name, seed), json.dumps(metrics, indent=2) + "\n")
+        write_confusion(name, seed, classes, labels, probabilities.argmax(axis=1))
+        figures = draw_figures(name, seed, classes, labels, probabilities, Path(scratch))
 
-    with tracking.model_run(name, seed, spec.task, stage) as run:
         tracking.log_splits(paths.split_dir(config, spec.task), spec.task, ["test"], split_checksum(spec.task))
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
         mlflow.log_metrics({f"saved_model_{key}": compared[key] for key in ("val_accuracy", "val_loss")})
         for cls, values in metrics["per_class"].items():
             mlflow.log_metrics({f"test_{key}_{cls}": float(v) for key, v in values.items() if key != "support"})
-        mlflow.log_artifact(str(matrix_png), "figures")
+        for figure in figures:
+            mlflow.log_artifact(str(figure), "evaluation")
         mlflow.log_artifact(str(paths.eval_metrics(name, seed)), "metrics")
         mlflow.log_artifact(str(paths.test_summary(name, seed)), "metrics")
-        if seed == config.seed:  # the registered one
+        if registered is not None:
             tracking.record_scores(name, run.info.run_id, val["val_accuracy"], metrics["test_accuracy"])
     print(f"{paths.run_key(name, seed)}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}")

@@ -43,26 +43,21 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"} | pillow_suffixes()
 
 def load_model(config: Config, reference: str) -> tuple[keras.Model, list[str], bool]:
     """The network, its class names and whether it answers with the mirror average, from a model
-    name (its trained .keras file and params.yaml) or an MLflow model URI: a Keras model
-    (runs:/<id>/model, with its run's params) or a registered photo classifier (models:/name@champion)."""
+    name (its trained .keras file and params.yaml) or an MLflow model URI of a photo classifier
+    this project logged (runs:/<id>/classifier, models:/name@champion)."""
     if reference in REGISTRY:  # the default seed's model, the one registered and served
         network = trained.load_model(reference, config.seed)
         return network, classes_of(config, network), config.model(reference).mirror_average
     if ":/" not in reference:
         raise PipelineError(f"{reference}: not a model name ({', '.join(REGISTRY)}) nor an MLflow model URI "
-                            f"(runs:/<run id>/model, models:/<name>@{tracking.CHAMPION})")
+                            f"(runs:/<run id>/classifier, models:/<name>@{tracking.CHAMPION})")
     tracking.connect()
     try:
-        info = mlflow.models.get_model_info(reference)
-        if "keras" in info.flavors:
-            network = mlflow.keras.load_model(reference)
-            params = mlflow.get_run(info.run_id).data.params if info.run_id else {}
-            return network, classes_of(config, network), params.get("model.mirror_average") == "True"
         classifier = serving.unwrap(mlflow.pyfunc.load_model(reference))
     except Exception as error:  # MLflow raises several types for a bad URI
         raise PipelineError(not_loadable(reference, error, config.seed)) from None
     if classifier is None:
-        raise PipelineError(f"{reference}: neither a Keras model nor a photo classifier of this project")
+        raise PipelineError(f"{reference}: not a photo classifier of this project")
     return classifier.network, classifier.classes, classifier.mirror_average
 
 

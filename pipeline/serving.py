@@ -17,7 +17,7 @@ from mlflow.models import infer_signature
 from pipeline.inference import class_probabilities
 
 IMAGE_COLUMN = "image"
-LOGGED_NAME = "classifier"  # beside the Keras flavour's "model" in the training run
+LOGGED_NAME = "classifier"  # the one model a training run logs
 NETWORK_ARTIFACT = "network"
 
 

@@ -18,8 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
-import mlflow.keras.save
-import numpy as np
 
 from pipeline import paths
 from pipeline.errors import PipelineError
@@ -62,8 +60,20 @@ def connect() -> str:
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         check_reachable(uri)
+    elif uri.startswith(SQLITE) and uri != SQLITE + ":memory:":
+        create_store_once(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def create_store_once(uri: str) -> None:
+    """MLflow creates a SQLite store's tables when a process first opens it; two processes doing
+    so at once (a DVC queue running experiments side by side) collide in its schema migrations.
+    A file lock beside the store lets one create it while the other waits."""
+    from filelock import FileLock
+
+    with FileLock(f"{uri[len(SQLITE):]}.lock"):
+        mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
 
 
 def check_reachable(uri: str) -> None:
@@ -125,7 +135,7 @@ def model_run(model: str, seed: int, task: str, stage: str):
     except mlflow.exceptions.MlflowException as error:
         raise PipelineError(f"MLflow run {run_id} of {model} not found in {tracking_uri()}: {error.message}") from None
     with run:
-        mlflow.set_tag(f"dvc_stage.{stage}", stage)
+        mlflow.set_tag(f"dvc_stage.{stage.partition('@')[0]}", stage)  # a tag's key may hold no @
         yield run
 
 
@@ -147,32 +157,6 @@ def recorded_run_id(model: str, seed: int) -> str:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _save_example_into_new_folder(save_example):
-    """mlflow.keras (3.17) writes the input example before creating the model folder; create it first."""
-    def wrapper(mlflow_model, input_example, path, *args, **kwargs):
-        os.makedirs(path, exist_ok=True)
-        return save_example(mlflow_model, input_example, path, *args, **kwargs)
-
-    return wrapper
-
-
-if not hasattr(mlflow.keras.save._save_example, "__wrapped__"):
-    mlflow.keras.save._save_example = _save_example_into_new_folder(mlflow.keras.save._save_example)
-    mlflow.keras.save._save_example.__wrapped__ = True
-
-
-def log_keras_model(model, example: np.ndarray) -> None:
-    """Log a Keras model to the active run with its signature and an input example."""
-    import keras
-    import tensorflow as tf
-
-    signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
-    # Naming the requirements spares MLflow a subprocess that reloads the model to guess them.
-    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
-    mlflow.keras.log_model(model, name="model", signature=signature, input_example=example,
-                           pip_requirements=requirements)
 
 
 def log_splits(split_root: Path, task: str, parts: list[str], checksum: str) -> None:

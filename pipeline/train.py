@@ -335,11 +335,9 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
 
 
 def log_model(model: keras.Model, config: Config, name: str, tags: dict[str, str]) -> None:
-    """The whole model (base + head) through MLflow's Keras flavour, usable on raw images; and
-    beside it the photo classifier, registered as a new version of `name` tagged with `tags`."""
-    size = config.model(name).image_size
-    example = np.full((1, size, size, 3), 127.0, dtype=np.float32)
-    tracking.log_keras_model(model, example)
+    """The photo classifier (the saved network inside, photos in, labels out): the one model the
+    run logs, registered as a new version of `name` tagged with `tags`, and what
+    `mlflow models serve` and `predict` take."""
     classes = loaders.class_names(config, REGISTRY[name].task)
     info = serving.log_classifier(model, paths.model_file(name, config.seed), classes, name,
                                   config.model(name).mirror_average)
