@@ -133,7 +133,7 @@ def run(config: Config, name: str, seed: int) -> None:
         for cls, values in metrics["per_class"].items():
             mlflow.log_metrics({f"test_{key}_{cls}": float(v) for key, v in values.items() if key != "support"})
         for figure in figures:
-            mlflow.log_artifact(str(figure), "evaluation")
+            mlflow.log_artifact(str(figure), "figures")
         mlflow.log_artifact(str(paths.eval_metrics(name, seed)), "metrics")
         mlflow.log_artifact(str(paths.test_summary(name, seed)), "metrics")
         if registered is not None:

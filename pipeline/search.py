@@ -38,13 +38,13 @@ import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from cnn_study_run_context import source_tags
 from pipeline import paths, tracking
 from pipeline.config import PARAMS_FILE, Config, Range, Search
 from pipeline.data.split import split_checksum
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.atomic import replacing_file, write_text_atomically
 from pipeline.registry import get_spec, group
-from pipeline.run_context import source_tags
 from pipeline.train import Hyperparameters, fit_model, vgg16_weights
 
 STORAGE_ENV = "OPTUNA_STORAGE"  # overrides search.storage, e.g. a shared PostgreSQL for many workers

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import mlflow
 
+from cnn_study_run_context import source_tags
 from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.registry import train_stage
-from pipeline.run_context import source_tags
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_DIR = Path("mlartifacts")
@@ -135,7 +135,8 @@ def model_run(model: str, seed: int, task: str, stage: str):
     except mlflow.exceptions.MlflowException as error:
         raise PipelineError(f"MLflow run {run_id} of {model} not found in {tracking_uri()}: {error.message}") from None
     with run:
-        mlflow.set_tag(f"dvc_stage.{stage.partition('@')[0]}", stage)  # a tag's key may hold no @
+        kind = stage.partition("@")[0].partition("_")[0]  # evaluate, visualize: a tag's key may hold no @
+        mlflow.set_tag(f"dvc_stage.{kind}", stage)
         yield run
 
 

@@ -98,8 +98,8 @@ def test_an_experiment_s_run_is_tagged_and_dvc_exp_show_finds_it(repository):
     assert run.info.run_id in shown and "try1" in shown
     metrics = json.loads((repository / f"metrics/{NAME}-42.json").read_text())
     assert metrics["mlflow_run_id"] == run.info.run_id and metrics["registered_version"] == 1
-    figures = {artifact.path for artifact in client(repository).list_artifacts(run.info.run_id, "evaluation")}
-    assert figures == {f"evaluation/{name}.png" for name in (f"{NAME}-42", "roc", "precision_recall")}
+    figures = {artifact.path for artifact in client(repository).list_artifacts(run.info.run_id, "figures")}
+    assert {f"figures/{name}.png" for name in (f"{NAME}-42", "roc", "precision_recall")} <= figures
     logged = mlflow.MlflowClient(f"sqlite:///{repository / 'mlflow.db'}").search_logged_models(
         experiment_ids=[run.info.experiment_id])
     assert [model.name for model in logged] == ["classifier"]  # one model per training, once in the UI

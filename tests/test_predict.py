@@ -14,10 +14,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipeline import paths, predict, train
+from pipeline import paths, predict, serving, train
 from pipeline.__main__ import main
 from pipeline.config import load_config
 from pipeline.data import loaders
+from pipeline.inference import class_probabilities
 from pipeline.registry import evaluate_stage, train_stage
 from tests.conftest import enter_project
 from tests.fixtures import CIFAR_CLASSES, jpeg_bytes, make_cifar10_split, png_bytes, set_params
@@ -147,7 +148,7 @@ def test_a_folder_without_images_is_one_error_line(trained, capsys):
 
 def test_mlflow_uri_predicts_as_pyfunc(trained, capsys):
     run_id = paths.run_id_file(NAME, SEED).read_text().strip()
-    uri = f"runs:/{run_id}/model"
+    uri = f"runs:/{run_id}/classifier"
     good = files(trained, "good.jpg", "good2.png")
     assert main(["predict", "--model", uri, *good]) == 0
     by_uri = predicted_lines(capsys.readouterr().out)
@@ -155,7 +156,8 @@ def test_mlflow_uri_predicts_as_pyfunc(trained, capsys):
     by_name = predicted_lines(capsys.readouterr().out)
 
     batch = decoded(good)
-    probabilities = np.asarray(mlflow.pyfunc.load_model(uri).predict(batch))
+    classifier = serving.unwrap(mlflow.pyfunc.load_model(uri))
+    probabilities = class_probabilities(classifier.network, batch, classifier.mirror_average)
     classes = loaders.class_names(load_config("params.yaml"), "cifar10")
     expected = {name: (classes[int(row.argmax())], round(float(row.max()), 4))
                 for name, row in zip(("good.jpg", "good2.png"), probabilities)}
@@ -165,7 +167,7 @@ def test_mlflow_uri_predicts_as_pyfunc(trained, capsys):
         assert by_name[name][1] == pytest.approx(probability, abs=1e-4)
 
     # The registered photo classifier (version 1, made by the training) classifies the same.
-    capsys.readouterr()  # the Keras pyfunc above printed its progress bar
+    capsys.readouterr()
     assert main(["predict", "--model", f"models:/{NAME}/1", *good]) == 0
     assert predicted_lines(capsys.readouterr().out) == by_name
 

@@ -153,12 +153,12 @@ def test_training_registers_a_version_and_evaluation_makes_it_champion(registere
     test_accuracy = json.loads(paths.eval_metrics(NAME, SEED).read_text())["test_accuracy"]
     assert float(version.tags["test_accuracy"]) == pytest.approx(test_accuracy, abs=1e-6)
 
-    # The registered model is the photo classifier; the run keeps the Keras flavour beside it.
+    # The registered model is the photo classifier, the one model its run logs.
     folder = mlflow.artifacts.download_artifacts(f"models:/{NAME}/1")
     assert [p.name for p in Path(folder, "artifacts").glob("*.keras")] == [f"{NAME}-42.keras"]
     info = mlflow.models.get_model_info(f"models:/{NAME}/1")
     assert "keras" not in info.flavors and info.signature.inputs.input_types() == [mlflow.types.DataType.binary]
-    assert "keras" in mlflow.models.get_model_info(f"runs:/{run_id}/model").flavors
+    assert mlflow.models.get_model_info(f"runs:/{run_id}/classifier").model_uuid == info.model_uuid
 
     run = client.get_run(run_id)
     inputs = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"), d.dataset.digest)

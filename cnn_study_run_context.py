@@ -5,6 +5,10 @@ MLflow asks every registered run-context provider for tags when any run starts. 
 registered through the `mlflow.run_context_provider` entry point of pyproject.toml, so once the
 project is installed (`pip install -e .`), runs started by other means (a notebook, `mlflow run`)
 are tagged too; the pipeline's own runs also pass `source_tags()` themselves.
+
+It is a module of its own, beside the `pipeline` package rather than in it: MLflow loads the
+provider in every process that imports it, and loading the package there would shadow the copy
+of the package that a served model carries.
 """
 from __future__ import annotations
 
