@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         if argument:
             stage.add_argument(argument, choices=choices)
         if name in SEEDED:
-            stage.add_argument("seed", type=int, nargs="?", help="one of params.yaml's seeds (default: the first)")
+            stage.add_argument("seed", type=seed_or_default, nargs="?",
+                               help="one of params.yaml's seeds (default, or empty: the first)")
         if name == "search":
             stage.add_argument("--apply", action="store_true",
                                help="write the best epochs, learning rate and batch size into params.yaml")
@@ -58,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write each image's label and class probabilities here")
     predict.add_argument("images", nargs="+", type=Path, help="image files, or folders of images")
     return parser
+
+
+def seed_or_default(text: str) -> int | None:
+    """A seed; empty (what `mlflow run -e train` passes without -P seed=...) means the default one."""
+    return int(text) if text.strip() else None
 
 
 def find_params(given: Path | None) -> Path:
@@ -85,6 +91,8 @@ def enter_project(params: Path, args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     params = enter_project(find_params(args.params), args)
     config = load_config(params)
+    seed = config.seed if getattr(args, "seed", None) is None else args.seed
+    config.check_seed(seed)  # before anything is opened or written
     import_tensorflow_quietly()
     if args.stage in TRACKED:
         from pipeline.tracking import connect
@@ -98,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     stage = importlib.import_module(module_name)
     arguments = [getattr(args, argument)] if argument else []
     if args.stage in SEEDED:
-        arguments.append(config.seed if args.seed is None else args.seed)
+        arguments.append(seed)
     if args.stage == "search":
         arguments.append(args.apply)
     stage.run(config, *arguments)

@@ -256,6 +256,10 @@ class Config(Section):
         """The default seed: the one a search trains under, and the one whose model is served."""
         return self.seeds[0]
 
+    def check_seed(self, seed: int) -> None:
+        if seed not in self.seeds:
+            raise ConfigError(f"seed {seed} is not in seeds {self.seeds}")
+
     def under_seed(self, seed: int) -> Config:
         """This config for one training under `seed`: its shuffles, draws and initial weights."""
         return self.model_copy(update={"seeds": [seed]})

@@ -108,6 +108,7 @@ def draw_figures(name: str, seed: int, classes: list[str], labels: np.ndarray, p
 
 
 def run(config: Config, name: str, seed: int) -> None:
+    config.check_seed(seed)
     spec, stage = REGISTRY[name], evaluate_stage(name, seed)
     run_id = tracking.recorded_run_id(name, seed)  # the model and its run must agree before anything is scored
     model = trained.load_model(name, seed)

@@ -411,15 +411,10 @@ def train_in_run(config: Config, name: str, hp: Hyperparameters, key: str, run_i
     return model, history, summary
 
 
-def check_seed(config: Config, seed: int) -> None:
-    if seed not in config.seeds:
-        raise ConfigError(f"seed {seed} is not in seeds {config.seeds}")
-
-
 def run(config: Config, name: str, seed: int) -> None:
     """Train `name` under `seed`. The default seed's training registers its model (the one
     served); the other seeds' trainings log their runs and keep their model files only."""
-    check_seed(config, seed)
+    config.check_seed(seed)
     registered = seed == config.seed
     config = config.under_seed(seed)
     task, hp, key = REGISTRY[name].task, hyperparameters(config, name), paths.run_key(name, seed)
