@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stage in SEEDED:
         arguments.append(seed)
     if args.stage == "search":
-        arguments.append(args.apply)
+        arguments += [args.apply, params]  # --apply writes into the params file the search read
     stage.run(config, *arguments)
     return 0
 

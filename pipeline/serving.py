@@ -74,7 +74,7 @@ def example_photo(size: int) -> bytes:
 
 
 def classifier_arguments(network, network_file: Path, classes: list[str], mirror_average: bool = False) -> dict:
-    """How MLflow stores the photo classifier: as code (serving_model.py) with the `pipeline`
+    """How MLflow stores the photo classifier: as code (mlflow_model_code.py) with the `pipeline`
     package beside it, so any machine with the requirements loads it, and nothing is unpickled."""
     import keras
     import tensorflow as tf
@@ -82,7 +82,7 @@ def classifier_arguments(network, network_file: Path, classes: list[str], mirror
     example = pd.DataFrame({IMAGE_COLUMN: [example_photo(network.input_shape[1])]})
     signature = infer_signature(example, PhotoClassifier(network, classes, mirror_average).predict(None, example))
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
-    return {"python_model": Path(__file__).with_name("serving_model.py"),
+    return {"python_model": Path(__file__).with_name("mlflow_model_code.py"),
             "artifacts": {NETWORK_ARTIFACT: str(network_file)}, "model_config": {"classes": classes, "mirror_average": mirror_average},
             "code_paths": [str(Path(__file__).parent)], "signature": signature, "input_example": example,
             "pip_requirements": requirements}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import urllib.error
 import urllib.parse
@@ -72,8 +73,14 @@ def create_store_once(uri: str) -> None:
     A file lock beside the store lets one create it while the other waits."""
     from filelock import FileLock
 
-    with FileLock(f"{uri[len(SQLITE):]}.lock"):
-        mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    quiet = logging.getLogger("mlflow.store.db.utils")  # "Creating initial MLflow database tables..."
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # a command's error stays its one line
+    try:
+        with FileLock(f"{uri[len(SQLITE):]}.lock"):
+            mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    finally:
+        quiet.setLevel(level)
 
 
 def check_reachable(uri: str) -> None:

@@ -2,6 +2,7 @@
 or read-only disk is one line naming the path, with the old output kept."""
 import errno
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -56,6 +57,7 @@ def test_report_removes_a_killed_reports_partial(project):
     stale = report.RESULTS.with_name(f".partial-4242.{report.RESULTS.name}")
     stale.parent.mkdir(parents=True)
     stale.write_text("# Res")
+    Path("README.md").write_text("".join(f"<!-- {name}:start -->\n<!-- {name}:end -->\n" for name in ("results", "verdicts")))
     report.run(load_config("params.yaml"))
     assert not stale.exists()
     assert report.RESULTS.read_text().startswith("# Results")

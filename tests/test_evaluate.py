@@ -91,8 +91,11 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
         assert "test_roc_auc" not in metrics
 
     # What `dvc metrics show` lists: a few numbers, measured on the saved (last epoch's) weights.
+    # Beside them, the run they were logged into and the version it registered (`dvc exp show` finds both).
     compared = json.loads(paths.eval_metrics(name, SEED).read_text())
-    assert set(compared) == {"val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_wall_time_s"}
+    assert set(compared) == {"val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_wall_time_s",
+                             "mlflow_run_id", "registered_version"}
+    assert (compared["mlflow_run_id"], compared["registered_version"]) == (run_id, 1)
     last_epoch = pd.read_csv(paths.history_file(name, SEED)).iloc[-1]
     assert compared["val_accuracy"] == pytest.approx(last_epoch["val_accuracy"], abs=1e-4)
     assert compared["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=5e-5)
@@ -140,7 +143,9 @@ def test_evaluate_writes_metrics_confusion_and_logs_into_the_training_run(projec
             assert run.data.metrics[f"test_{key}_{cls}"] == pytest.approx(metrics["per_class"][cls][key])
     assert "best_val_accuracy" in run.data.metrics  # the training's own metrics are still there
     client = mlflow.MlflowClient()
-    assert f"figures/{name}-42.png" in {a.path for a in client.list_artifacts(run_id, "figures")}
+    figures = {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert f"figures/{name}-42.png" in figures  # the confusion matrix
+    assert ({"figures/roc.png", "figures/precision_recall.png"} <= figures) == (len(classes) == 2)
     assert {f"metrics/{name}-42.json"} <= {a.path for a in client.list_artifacts(run_id, "metrics")}
     # The default seed's model is the registered one: its version carries the scores and the alias.
     version = client.get_model_version_by_alias(name, tracking.CHAMPION)
@@ -174,6 +179,7 @@ def test_a_further_seed_is_scored_into_its_own_run_and_leaves_the_registry_alone
     evaluate.run(config, name, OTHER_SEED)
     compared = json.loads(paths.eval_metrics(name, OTHER_SEED).read_text())
     assert paths.eval_metrics(name, OTHER_SEED).name == "cifar10_naive-1.json"
+    assert compared["mlflow_run_id"] == further_run and "registered_version" not in compared
     assert not paths.eval_metrics(name, SEED).exists()
     further = client.get_run(further_run)
     assert further.data.metrics["test_accuracy"] == pytest.approx(compared["test_accuracy"], abs=5e-5)

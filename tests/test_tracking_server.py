@@ -55,9 +55,9 @@ def test_training_and_evaluation_report_to_a_tracking_server(tracking_server, pr
                 for d in run.inputs.dataset_inputs}
     assert contexts == {"cats_dogs/train": "training", "cats_dogs/val": "validation", "cats_dogs/test": "test"}
 
-    # Both models of the run, and the registered version that evaluation made champion.
+    # The run's model, and the registered version that evaluation made champion.
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert {(m.name, m.source_run_id) for m in models} == {("model", run_id), (serving.LOGGED_NAME, run_id)}
+    assert {(m.name, m.source_run_id) for m in models} == {(serving.LOGGED_NAME, run_id)}  # one per training
     version = client.get_model_version_by_alias(NAME, tracking.CHAMPION)
     assert str(version.version) == "1" and version.run_id == run_id and version.tags["run_id"] == run_id
     assert float(version.tags["test_accuracy"]) == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)

@@ -61,6 +61,7 @@ def draw_figures(config: Config, name: str, model: keras.Model, out_dir: Path) -
 def run(config: Config, name: str) -> None:
     seed = config.seed
     require_training(name, seed)
+    tracking.recorded_run_id(name, seed)  # the model and its run must agree before anything is drawn
     model = trained.load_model(name, seed, compile=False)
     target = paths.figures_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
